@@ -1,0 +1,7 @@
+"""Pure-PyTorch anytime HRNet: backbones, exits, confidence adaptivity, checkpoints and FLOPs (no ROS here)."""
+from .anytime import AnytimeHRNet, AnytimeState, ExitResult, Step
+from .configs import BACKBONES, ModelConfig
+from .registry import create_model, list_models, model_config
+
+__all__ = ["AnytimeHRNet", "AnytimeState", "ExitResult", "Step", "BACKBONES", "ModelConfig", "create_model",
+           "list_models", "model_config"]

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create (or update) .venv/ at the repository root with everything the package, its tests and its demo need.
+# This is the dev/CI install path: it pins the CPU build torch==2.13.0 (users on GPU machines keep their own torch
+# and run `pip install .` instead).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -r requirements-dev.txt
+"$VENV/bin/python" -m pip install -q -e ".[test]"
+echo "setup-venv: ready in $VENV"
