@@ -59,7 +59,7 @@ def step_cost_table(config: ModelConfig, padded_size: tuple[int, int]) -> tuple[
     from .anytime import AnytimeHRNet
 
     with torch.device("meta"):
-        twin = AnytimeHRNet(config)
+        twin = AnytimeHRNet(config).eval()  # eval: BN in train mode rejects the 1x1 maps of tiny inputs
     records: list[tuple[nn.Conv2d, tuple[int, int]]] = []
 
     def hook(module, _inputs, output):
