@@ -1,0 +1,1 @@
+"""Label sets, preprocessing constants and datasets."""
