@@ -219,3 +219,18 @@ def test_bad_inputs_and_overrides_give_clear_errors():
     with pytest.raises(ValueError, match="execution"):
         create_model("adpc_hrnet_w18s_seg", execution="warp")
     assert create_model("rh_hrnet_w18s_seg", num_classes=5)(torch.randn(1, 3, 32, 32))[0].shape[1] == 5
+
+
+def test_calibrated_untrained_weights_hit_their_confident_shares():
+    from anytime_perception.models.untrained import calibrate_untrained
+
+    images = torch.randn(2, 3, 96, 128)
+    model = create_model("adpc_hrnet_w18s_seg")
+    reached = calibrate_untrained(model, images, (0.2, 0.4, 0.6), seed=5)
+    assert reached == pytest.approx([0.2, 0.4, 0.6], abs=0.02)
+    with torch.no_grad():
+        fractions = [r.computed_fraction.mean().item() for r in model.anytime(images)]
+    assert fractions[1:] == pytest.approx([0.8, 0.6, 0.4], abs=0.02)
+    again = create_model("adpc_hrnet_w18s_seg")
+    calibrate_untrained(again, images, (0.2, 0.4, 0.6), seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
