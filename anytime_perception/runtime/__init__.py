@@ -1,0 +1,24 @@
+"""The anytime runtime: deadlines, preemption, priorities and resumable jobs over the staged model (no ROS here).
+
+    executor = AnytimeExecutor(model, policies=Policies.from_config({"deadline": "predictive"}),
+                               sources={"front": SourceConfig(priority=1, budget=0.1)}, on_result=publish)
+    executor.start()
+    executor.submit(Job(images, stamp=t, frame_id="cam_front", source="front"))
+"""
+from .clock import Clock, FakeClock, SystemClock
+from .executor import AnytimeExecutor
+from .jobs import CATEGORIES, EndReason, Job, JobEnd, JobResult, SourceConfig, Timings
+from .latency import LatencyModel
+from .policies import (REGISTRY as POLICY_REGISTRY, ArrivalOrder, DeadlinePolicy, DropPreempted, FinishThenLatest,
+                       FramePolicy, IgnoreDeadlines, KeepAllFrames, NewestFrameWins, Policies, PredictiveDeadline,
+                       PriorityPolicy, PriorityThenEDF, StopAtDeadline, SuspendPolicy, SuspendResume, make_policy)
+from .stats import Histogram, RuntimeStats, SourceStats
+
+__all__ = [
+    "AnytimeExecutor", "Job", "JobResult", "JobEnd", "EndReason", "SourceConfig", "Timings", "CATEGORIES",
+    "Clock", "SystemClock", "FakeClock", "LatencyModel",
+    "Policies", "make_policy", "POLICY_REGISTRY", "FramePolicy", "DeadlinePolicy", "PriorityPolicy", "SuspendPolicy",
+    "NewestFrameWins", "FinishThenLatest", "KeepAllFrames", "IgnoreDeadlines", "StopAtDeadline",
+    "PredictiveDeadline", "PriorityThenEDF", "ArrivalOrder", "DropPreempted", "SuspendResume",
+    "RuntimeStats", "SourceStats", "Histogram",
+]
