@@ -22,3 +22,28 @@ def official_ref():
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+# ----- ROS 2 tests (test_ros_*.py, test_launch*.py) ------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _ros_isolation():
+    """Keep this run's ROS 2 traffic to itself: discovery on loopback only and a random domain id in 100..200
+    (concurrent runs on this machine pick different ones; tests also use their own topic namespaces). Set before any
+    rclpy context exists; subprocesses inherit it."""
+    import random
+
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(100, 200))
+    os.environ.pop("ROS_PYTHON_CHECK_FIELDS", None)   # ~700x slower assignment of image data
+    yield
+
+
+@pytest.fixture
+def ros_context():
+    """An initialised rclpy Context of its own, shut down after the test."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)

@@ -1,0 +1,13 @@
+"""ROS 2 adapter of anytime_perception (rclpy).
+
+- :mod:`.image_codec`: sensor_msgs/Image and CompressedImage <-> numpy, CameraInfo scaling (no cv_bridge).
+- :mod:`.player`: ``anytime_player``, a folder, a video or the shipped clip -> sensor_msgs/Image.
+- :mod:`.bag`: record and read rosbag2 MCAP files with ``rosbags``, including this package's message types.
+- :mod:`.fastdds`: the Fast DDS profile for large images between processes.
+- :mod:`.resources`: where the package's share/ files and the shipped clip are.
+
+The messages are ``anytime_perception.msg`` (AnytimeSegmentation, AnytimePose, Keypoint, PriorityEvent,
+LabelInfo, ClassLabel) and ``anytime_perception.action.Perceive``, generated from msg/ and action/ by rosidl
+(colcon on a ROS 2 install, tools/build-messages.sh in the dev venv). Nothing here is imported by
+``import anytime_perception``, so the model core works without ROS.
+"""
