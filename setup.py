@@ -14,18 +14,28 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # msg/ and action/ in the source tree are git-ignored links to the generated interfaces (tools/build-messages.sh);
+    # they are not part of a wheel. A real ROS 2 install builds them with colcon (CMakeLists.txt).
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"], exclude=[f"{PACKAGE}.msg", f"{PACKAGE}.action"]),
+    package_data={PACKAGE: ["assets/*/*.jpg", "assets/*/*.md"]},
     # torch is deliberately unpinned here: GPU users keep their own build. The dev/CI install path
     # (tools/setup-venv.sh) pins the CPU build torch==2.13.0 before installing this package.
     install_requires=["torch>=2.1", "numpy>=1.24"],
-    extras_require={"test": ["pytest>=7"]},
+    # "ros": what the ROS adapter needs besides ROS 2 itself (rclpy etc. come from the ROS install, or from the PyPI
+    # wheels of tools/requirements-ros.txt in the dev venv): OpenCV for compressed images and video, rosbags for bags.
+    extras_require={"test": ["pytest>=7"], "ros": ["opencv-python-headless>=4.8", "rosbags>=0.10"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     entry_points={
         "console_scripts": [
             "anytime-perception = anytime_perception.cli:main",
+            "anytime_node = anytime_perception.ros.node:main",
+            "anytime_player = anytime_perception.ros.player:main",
         ],
     },
 )
