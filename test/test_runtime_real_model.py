@@ -1,5 +1,6 @@
 """The executor on the real ADP-C model: a job suspended mid-exit, overtaken by another frame and resumed gives
 exactly the results of an uninterrupted run (no recomputation, no state leaking between frames)."""
+import pytest
 import torch
 
 from anytime_perception import create_model
@@ -55,3 +56,21 @@ def test_suspended_then_resumed_job_equals_an_uninterrupted_run():
     assert not torch.equal(results["a"][3].logits, results["b"][3].logits)
     stats = executor.stats()
     assert stats.balanced and stats.sources["a"].resumes == 1
+
+
+def test_step_work_follows_the_flops_table():
+    from anytime_perception.runtime.work import StepWork
+
+    model = adaptive_model()
+    work = StepWork(model)
+    with torch.inference_mode():
+        state = model.begin(torch.randn(2, 3, 64, 96))
+        while not state.finished:
+            i = state.next_step
+            (estimate,) = work.of_steps(state, i, i)
+            exact = float(model.step_gflops(state, i).sum())
+            if state.mask is None:  # before the first mask: the same numbers
+                assert estimate == pytest.approx(exact, rel=1e-12)
+            else:  # one fraction for all resolutions: close, not exact
+                assert estimate == pytest.approx(exact, rel=0.3)
+            model.advance(state)

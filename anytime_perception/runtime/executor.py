@@ -32,6 +32,7 @@ from .jobs import EndReason, Job, JobEnd, JobRecord, JobResult, SourceConfig, Ti
 from .latency import LatencyModel
 from .policies import Policies
 from .stats import Histogram, RuntimeStats, SourceStats
+from .work import StepWork
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class AnytimeExecutor:
         self.latency = latency_model or LatencyModel()
         self.name = name
         self._synchronize = synchronize if synchronize is not None else _synchronizer(self.device)
-        self._step_gflops = getattr(model, "step_gflops", None)
+        self._step_work = StepWork(model)
         self._step_names = [s.name for s in model.steps]
         exit_steps = [i for i, s in enumerate(model.steps) if s.kind == "exit"]
         if not exit_steps or exit_steps[-1] != len(model.steps) - 1:
@@ -181,7 +182,7 @@ class AnytimeExecutor:
                 raise RuntimeError("the executor is already running")
             self._stop_requested = False
             self._worker_idle = False
-            self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+            self._thread = threading.Thread(target=self._run_worker, name=self.name, daemon=True)
             self._thread.start()
 
     def stop(self, drain: bool = False, timeout: float | None = None) -> None:
@@ -233,7 +234,7 @@ class AnytimeExecutor:
         raise RuntimeError(f"still busy after {max_steps} iterations")
 
     # ----- the worker -----------------------------------------------------------------------------------------
-    def _work(self) -> None:
+    def _run_worker(self) -> None:
         try:
             with torch.inference_mode():
                 while True:
@@ -495,8 +496,8 @@ class AnytimeExecutor:
             return
         if not job.work:
             job.work = [0.0] * len(self._step_names)
-        for i in range(state.next_step, self._next_exit[state.next_step] + 1):
-            job.work[i] = float(self._step_gflops(state, i).sum()) if self._step_gflops is not None else 1.0
+        first, last = state.next_step, self._next_exit[state.next_step]
+        job.work[first:last + 1] = self._step_work.of_steps(state, first, last)
         job.work_for_exit = state.exits_done
 
     def _time_to_next_exit(self, job: JobRecord) -> float:
