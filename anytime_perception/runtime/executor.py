@@ -275,20 +275,22 @@ class AnytimeExecutor:
         if job.state is not None:
             self._refresh_work(job)
         step_began = clock.monotonic()
-        step_index, result, error = job.state.next_step if job.state is not None else 0, None, None
+        step_index, result, error, not_model_time = job.state.next_step if job.state is not None else 0, None, None, 0.0
         try:
             if job.state is None:  # the first step also moves the frame to the device
                 images = job.job.images if job.job.images.dim() == 4 else job.job.images.unsqueeze(0)
                 state = self.model.begin(images.to(self.device, non_blocking=True))
                 state.meta["job_id"] = job.id
                 job.state = state
+                refresh_began = clock.monotonic()
                 self._refresh_work(job)
+                not_model_time = clock.monotonic() - refresh_began
             result = self.model.advance(job.state)
             if self._synchronize is not None:
                 self._synchronize()
         except Exception as e:  # noqa: BLE001 - reported through the job's end and the log
             error = e
-        seconds = clock.monotonic() - step_began
+        seconds = clock.monotonic() - step_began - not_model_time
 
         with self._cond:
             self._after_step(job, step_index, seconds, result, error)
@@ -341,7 +343,7 @@ class AnytimeExecutor:
             return self._end(job, EndReason.CANCELLED)
         if job.state is not None and job.state.finished:
             return self._end(job, EndReason.LAST_EXIT)
-        reason = self._policies.deadline.stop_reason(job, now, self.latency, lambda: self._time_to_next_exit(job))
+        reason = self._policies.deadline.stop_reason(job, now, lambda: self._time_to_next_exit(job))
         if reason is not None:
             return self._end(job, reason if job.started else EndReason.EXPIRED)
         newer = self._newer_same_source(job)

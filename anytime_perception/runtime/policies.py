@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .jobs import EndReason, JobRecord
-
-if TYPE_CHECKING:
-    from .latency import LatencyModel
 
 
 def _init_params(cls: type) -> list[str]:
@@ -102,9 +99,10 @@ class KeepAllFrames(FramePolicy):
 
 # ----- deadline: should this job stop now? ---------------------------------------------------------------------
 class DeadlinePolicy(Policy):
-    def stop_reason(self, job: JobRecord, now: float, latency: LatencyModel, time_to_next_exit) -> EndReason | None:
-        """Asked before every step. `time_to_next_exit()` gives the latency model's prediction (seconds) for the
-        steps up to and including the job's next exit under its current mask (computed only when called)."""
+    def stop_reason(self, job: JobRecord, now: float, time_to_next_exit: Callable[[], float]) -> EndReason | None:
+        """Asked before every step (and right after each exit, to mark it final). `time_to_next_exit()` is the
+        latency model's prediction, in seconds, for the job's steps up to and including its next exit under its
+        current mask; it is computed only when called."""
         raise NotImplementedError
 
 
@@ -113,7 +111,7 @@ class IgnoreDeadlines(DeadlinePolicy):
 
     name = "none"
 
-    def stop_reason(self, job, now, latency, time_to_next_exit):
+    def stop_reason(self, job, now, time_to_next_exit):
         return None
 
 
@@ -122,7 +120,7 @@ class StopAtDeadline(DeadlinePolicy):
 
     name = "deadline"
 
-    def stop_reason(self, job, now, latency, time_to_next_exit):
+    def stop_reason(self, job, now, time_to_next_exit):
         if job.deadline is not None and now >= job.deadline:
             return EndReason.DEADLINE
         return None
@@ -139,7 +137,7 @@ class PredictiveDeadline(DeadlinePolicy):
             raise ValueError(f"safety_factor must be a positive number, got {safety_factor!r}")
         self.safety_factor = float(safety_factor)
 
-    def stop_reason(self, job, now, latency, time_to_next_exit):
+    def stop_reason(self, job, now, time_to_next_exit):
         if job.deadline is None:
             return None
         if now >= job.deadline:
