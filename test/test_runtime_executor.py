@@ -185,6 +185,20 @@ def test_threaded_worker_delivers_on_its_own_thread():
     executor.stop()
 
 
+def test_stop_from_a_callback_stops_the_worker_after_the_callback():
+    clock = FakeClock()
+    ends = []
+    executor = AnytimeExecutor(ScriptedModel(clock), clock=clock, policies=Policies.from_config({"deadline": "none"}),
+                               on_end=ends.append)
+    executor.on_result = lambda r: executor.stop()
+    executor.start()
+    executor.submit(Job(torch.zeros(3, 2, 2), stamp=0.0))
+    assert executor.wait_idle(timeout=30)
+    assert [str(e.reason) for e in ends] == ["shutdown"] and ends[0].exits_delivered == 1
+    executor.start()  # startable again
+    executor.stop()
+
+
 def test_a_failing_step_ends_only_its_job_and_a_failing_callback_is_survived(caplog):
     h = ExecutorHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none"}))
     original = h.model.advance

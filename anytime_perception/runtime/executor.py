@@ -189,6 +189,10 @@ class AnytimeExecutor:
         """Stop the worker after its current step; jobs still in flight end with `shutdown`. With `drain`, first
         wait (up to `timeout` seconds) until every job has ended on its own. Can be started again."""
         thread = self._thread
+        if thread is threading.current_thread():  # from a callback: the worker stops after returning from it
+            with self._cond:
+                self._stop_requested = True
+            return
         if drain and thread is not None:
             self.wait_idle(timeout)
         with self._cond:
@@ -256,6 +260,9 @@ class AnytimeExecutor:
         finally:
             self._shutdown_all()
             with self._cond:
+                if self._thread is threading.current_thread():  # startable again, whoever asked it to stop
+                    self._thread = None
+                    self._stop_requested = False
                 self._worker_idle = True
                 self._cond.notify_all()
 
@@ -440,8 +447,9 @@ class AnytimeExecutor:
         source = self._source_stats(job.source)
         source.exits_delivered[result.index] = source.exits_delivered.get(result.index, 0) + 1
         source.latency.setdefault(result.index, Histogram()).add(end_to_end)
-        if job.deadline is not None:
-            if now <= job.deadline:
+        deadline_met = None if job.deadline is None else now <= job.deadline
+        if deadline_met is not None:
+            if deadline_met:
                 source.exit_deadline_hits += 1
                 job.deadline_met_once = True
             else:
@@ -453,7 +461,7 @@ class AnytimeExecutor:
         self._check(job, now, mono)
         reason = job.end_reason
         self._notes.insert(position, JobResult(job.id, job.job, result, reason is not None, reason, job.priority,
-                                               job.deadline, timings))
+                                               job.deadline, deadline_met, timings))
 
     def _end(self, job: JobRecord, reason: EndReason) -> bool:
         if job.status == "queued":

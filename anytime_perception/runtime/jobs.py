@@ -105,6 +105,7 @@ class JobResult:
     final_reason: EndReason | None
     priority: int
     deadline: float | None
+    deadline_met: bool | None  # delivered by the deadline; None without one
     timings: Timings
 
     @property
@@ -114,12 +115,6 @@ class JobResult:
     @property
     def num_exits(self) -> int:
         return self.exit.num_exits
-
-    @property
-    def deadline_met(self) -> bool | None:
-        if self.deadline is None:
-            return None
-        return self.job.stamp + self.timings.end_to_end <= self.deadline
 
 
 @dataclass(frozen=True)
