@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-size", default="32x64")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the worker is one more)")
     parser.add_argument("--quick", action="store_true", help="1.5 s runs and a 600-frame soak")
+    parser.add_argument("--soak-only", action="store_true", help="skip tables 1-3")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.soak_frames = 1.5, 600
@@ -221,9 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     longest = max(model.steps, key=lambda st: warm.stats.step_time[st.name].mean)
     print(f"one frame, model time to exits 1..{model.num_exits}: {' / '.join(exit_ms)} ms; "
           f"one HRNet module step: {module_time(warm.stats, model) * 1e3:.2f} ms (mean); longest step: "
-          f"{longest.name} {warm.stats.step_time[longest.name].mean * 1e3:.2f} ms. Preemption waits for the step "
-          f"in progress, so its reaction is below one step.\n")
+          f"{longest.name} {warm.stats.step_time[longest.name].mean * 1e3:.2f} ms. A preemption waits for the step in "
+          f"progress, so its reaction is at most that step.\n")
 
+    if not args.soak_only:
+        tables(args, model, images, latency, rates, budgets)
+    return soak(args, model, gen)
+
+
+def tables(args, model, images, latency, rates, budgets) -> None:
     # 1. one camera, rates x budgets
     rows = []
     configs = [(fps, b) for b in budgets for fps in rates]
@@ -289,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["suspend policy", "frames", "events with all exits", "camera exits/frame", "suspended/resumed",
                  "preemptions", "reaction mean / max (x module)", "scheduler overhead"], rows)
 
-    # 4. soak
+
+
+def soak(args, model, gen: torch.Generator) -> int:
     sh, sw = (int(v) for v in args.soak_size.split("x"))
     soak_images = list(torch.randn(4, 1, 3, sh, sw, generator=gen))
     mixes = [
