@@ -7,6 +7,16 @@ from anytime_perception import create_model
 from anytime_perception.runtime import AnytimeExecutor, FakeClock, Job, Policies
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny inputs gain nothing from intra-op threads, and on a shared machine OpenMP threads waiting for each other
+    # make a 2 s test take 30 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def adaptive_model():
     # Random exit weights and top_ratio give non-trivial masks (half the pixels skipped after each exit), so the
     # resumed job has to carry its mask and carried-over logits through the interruption.

@@ -363,8 +363,10 @@ class AnytimeExecutor:
             job.preemption_blocked = True
         waiting = self._waiting()
         if job.started and waiting:  # a job not started yet was just picked as the most important
-            best = min(waiting, key=self._policies.priority.order_key)
-            if self._policies.priority.preempts(best, job):
+            order = self._policies.priority.order_key
+            best = min(waiting, key=order)
+            # A preemptor must also be the one picked next, or a suspended job could be picked and suspended again.
+            if self._policies.priority.preempts(best, job) and order(best) < order(job):
                 self._record_preemption(job, best, mono)
                 if self._policies.suspend.keep(job, now):
                     return self._suspend(job, mono)
