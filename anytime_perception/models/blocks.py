@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .masked_conv import MaskAware, call
+from .masked_conv import MaskAware, call, executor_unit
 
 
 class MaskedSequential(nn.Sequential, MaskAware):
     """nn.Sequential that hands the compute mask to the children that take one (masked convs, blocks)."""
 
     def forward(self, x: Tensor, mask=None) -> Tensor:  # noqa: D102
+        fused = executor_unit(self, x, mask)
+        if fused is not None:
+            return fused
         for layer in self:
             x = call(layer, x, mask)
         return x
@@ -41,6 +44,9 @@ class BasicBlock(nn.Module, MaskAware):
         self.downsample = downsample
 
     def forward(self, x: Tensor, mask=None) -> Tensor:
+        fused = executor_unit(self, x, mask)
+        if fused is not None:
+            return fused
         residual = x if self.downsample is None else self.downsample(x, mask)
         out = self.relu(self.bn1(call(self.conv1, x, mask)))
         out = self.bn2(call(self.conv2, out, mask))
@@ -63,6 +69,9 @@ class Bottleneck(nn.Module, MaskAware):
         self.downsample = downsample
 
     def forward(self, x: Tensor, mask=None) -> Tensor:
+        fused = executor_unit(self, x, mask)
+        if fused is not None:
+            return fused
         residual = x if self.downsample is None else self.downsample(x, mask)
         out = self.relu(self.bn1(call(self.conv1, x, mask)))
         out = self.relu(self.bn2(call(self.conv2, out, mask)))

@@ -39,6 +39,15 @@ def call(layer: nn.Module, x, mask):
     return layer(x, mask) if isinstance(layer, MaskAware) else layer(x)
 
 
+def executor_unit(module: nn.Module, x, mask):
+    """Let the mask's backend run `module` (a conv-BN-ReLU sequence, a residual block) as one fused unit if it
+    implements `forward_unit`; None means "not handled": run the module's own forward."""
+    if mask is None:
+        return None
+    run = getattr(mask.executor, "forward_unit", None)
+    return None if run is None else run(module, x, mask)
+
+
 class MaskedConv2d(nn.Conv2d, MaskAware):
     def __init__(self, *args, lambda_init: float = 3.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -100,6 +109,8 @@ EXECUTIONS: dict[str, type] = {"emulate": EmulatedExecution}
 
 
 def make_execution(name: str) -> ConvExecution:
+    if name == "sparse" and name not in EXECUTIONS:
+        from . import sparse  # noqa: F401  (registers "sparse"; imported on demand to keep startup cheap)
     try:
         return EXECUTIONS[name]()
     except KeyError:

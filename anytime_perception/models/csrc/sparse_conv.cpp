@@ -1,0 +1,224 @@
+// CPU kernels of the sparse masked-convolution backend (anytime_perception.models.sparse).
+//
+// Activations are channels_last: a (B, C, H, W) tensor is a (B*H*W, C) row matrix, one row per pixel. A masked conv
+// computes only its active output pixels ("rows"):
+//   conv_rows:  for chunks of active rows, gather their im2col rows (k*k*C_in values, zeros outside the image) into a
+//               preallocated buffer, one GEMM per chunk (at::mm_out: MKL sgemm / oneDNN bf16 on AMX) into a compact
+//               (N_active, C_out) matrix Y.
+//   epilogue:   one pass over every output row that writes the finished unit output
+//                 active:   z = Y[row] + b_act                     (conv bias and eval-BN folded into W and b_act)
+//                 band:     z = sum_o w_o Y[nbr_o] + u * sum_o w_o + t   (RBF fill from active neighbours; u = b_act - t)
+//                 elsewhere z = t                                  (the fill is zero there; t = BN shift)
+//               then z += residual, z = max(z, 0) as asked. Y is either the compact matrix (rows found through
+//               cmap) or a dense conv output (rows = pixel index: the per-layer dense fallback).
+// Nothing here allocates per call except what ATen's GEMM does internally. Python builds the index tables once per
+// exit and resolution (anytime_perception/models/sparse/tables.py).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+inline float bf16_to_float(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline uint16_t float_to_bf16(float f) {  // round to nearest even (finite values; NaN/Inf are not produced here)
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+template <typename T> struct Cvt;
+template <> struct Cvt<float> {
+  static inline float load(const float* p, int64_t i) { return p[i]; }
+  static inline void store(float* p, int64_t i, float v) { p[i] = v; }
+};
+template <> struct Cvt<uint16_t> {
+  static inline float load(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); }
+  static inline void store(uint16_t* p, int64_t i, float v) { p[i] = float_to_bf16(v); }
+};
+
+struct Geometry {
+  int64_t B, H, W, C;      // input (channels_last)
+  int64_t Ho, Wo;          // output
+  int64_t k, stride, pad;  // square kernel
+};
+
+template <typename T>
+void gather_rows(const T* x, const Geometry& g, const int32_t* act, int64_t n, T* A) {
+  const int64_t K = g.k * g.k * g.C;
+  const int64_t hw = g.Ho * g.Wo;
+  const int64_t taprow = g.k * g.C;
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t f = act[r];
+      const int64_t b = f / hw;
+      const int64_t rem = f - b * hw;
+      const int64_t oh = rem / g.Wo;
+      const int64_t ow = rem - oh * g.Wo;
+      T* dst = A + r * K;
+      const int64_t iw0 = ow * g.stride - g.pad;
+      for (int64_t kh = 0; kh < g.k; ++kh) {
+        T* d = dst + kh * taprow;
+        const int64_t ih = oh * g.stride - g.pad + kh;
+        if (ih < 0 || ih >= g.H) {
+          std::memset(d, 0, taprow * sizeof(T));
+          continue;
+        }
+        const T* row = x + ((b * g.H + ih) * g.W) * g.C;
+        if (g.stride == 1 && iw0 >= 0 && iw0 + g.k <= g.W) {  // the k taps of a row are adjacent pixels
+          std::memcpy(d, row + iw0 * g.C, taprow * sizeof(T));
+          continue;
+        }
+        for (int64_t kw = 0; kw < g.k; ++kw) {
+          const int64_t iw = iw0 + kw;
+          if (iw < 0 || iw >= g.W)
+            std::memset(d + kw * g.C, 0, g.C * sizeof(T));
+          else
+            std::memcpy(d + kw * g.C, row + iw * g.C, g.C * sizeof(T));
+        }
+      }
+    }
+  });
+}
+
+// x: (B, H, W, C_in) contiguous; act: int32 active output rows (b*Ho*Wo + oh*Wo + ow), sorted; wt: (k*k*C_in, C_out);
+// abuf: (chunk, k*k*C_in) workspace; y: (N_active, C_out) output.
+void conv_rows(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wt, int64_t Ho, int64_t Wo, int64_t k,
+               int64_t stride, int64_t pad, at::Tensor& abuf, at::Tensor& y) {
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "conv_rows: x must be a contiguous (B, H, W, C) tensor");
+  TORCH_CHECK(act.scalar_type() == at::kInt && act.is_contiguous(), "conv_rows: act must be contiguous int32");
+  TORCH_CHECK(x.scalar_type() == wt.scalar_type() && x.scalar_type() == abuf.scalar_type() &&
+                  x.scalar_type() == y.scalar_type(), "conv_rows: dtypes differ");
+  TORCH_CHECK(abuf.is_contiguous() && y.is_contiguous(), "conv_rows: buffers must be contiguous");
+  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), Ho, Wo, k, stride, pad};
+  const int64_t K = k * k * g.C;
+  TORCH_CHECK(wt.size(0) == K && abuf.size(1) == K, "conv_rows: K mismatch");
+  const int64_t n = act.size(0);
+  const int64_t chunk = abuf.size(0);
+  const int32_t* a = act.data_ptr<int32_t>();
+  for (int64_t start = 0; start < n; start += chunk) {
+    const int64_t m = std::min(chunk, n - start);
+    if (x.scalar_type() == at::kFloat) {
+      gather_rows<float>(x.data_ptr<float>(), g, a + start, m, abuf.data_ptr<float>());
+    } else if (x.scalar_type() == at::kBFloat16) {
+      gather_rows<uint16_t>(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), g, a + start, m,
+                            reinterpret_cast<uint16_t*>(abuf.data_ptr<at::BFloat16>()));
+    } else {
+      TORCH_CHECK(false, "conv_rows: float32 or bfloat16 only");
+    }
+    auto out = y.narrow(0, start, m);
+    at::mm_out(out, abuf.narrow(0, 0, m), wt);
+  }
+}
+
+template <typename T, bool Dense>
+void epilogue_impl(T* out, const T* Y, int64_t R, int64_t C, const int32_t* cmap, const int32_t* bandmap,
+                   const int32_t* tab, int64_t ntab, int64_t nuse, const float* w, const float* bact, const float* t,
+                   const float* u, const T* res, bool relu) {
+  at::parallel_for(0, R, 256, [&](int64_t begin, int64_t end) {
+    std::vector<float> zbuf(C);
+    float* z = zbuf.data();
+    for (int64_t f = begin; f < end; ++f) {
+      const int32_t ci = cmap[f];
+      if (ci >= 0) {
+        const T* src = Y + (Dense ? f : static_cast<int64_t>(ci)) * C;
+        for (int64_t c = 0; c < C; ++c) z[c] = Cvt<T>::load(src, c) + bact[c];
+      } else {
+        const int32_t bi = bandmap ? bandmap[f] : -1;
+        if (bi >= 0) {
+          const int32_t* nb = tab + static_cast<int64_t>(bi) * ntab;
+          float ws = 0.f;
+          for (int64_t o = 0; o < nuse; ++o) ws += nb[o] >= 0 ? w[o] : 0.f;
+          for (int64_t c = 0; c < C; ++c) z[c] = t[c] + u[c] * ws;
+          for (int64_t o = 0; o < nuse; ++o) {
+            const int32_t nf = nb[o];
+            if (nf < 0) continue;
+            const float wo = w[o];
+            const T* src = Y + (Dense ? static_cast<int64_t>(nf) : static_cast<int64_t>(cmap[nf])) * C;
+            for (int64_t c = 0; c < C; ++c) z[c] += wo * Cvt<T>::load(src, c);
+          }
+        } else {
+          for (int64_t c = 0; c < C; ++c) z[c] = t[c];
+        }
+      }
+      T* dst = out + f * C;
+      if (res) {
+        const T* r = res + f * C;
+        if (relu)
+          for (int64_t c = 0; c < C; ++c) Cvt<T>::store(dst, c, std::max(z[c] + Cvt<T>::load(r, c), 0.f));
+        else
+          for (int64_t c = 0; c < C; ++c) Cvt<T>::store(dst, c, z[c] + Cvt<T>::load(r, c));
+      } else {
+        if (relu)
+          for (int64_t c = 0; c < C; ++c) Cvt<T>::store(dst, c, std::max(z[c], 0.f));
+        else
+          for (int64_t c = 0; c < C; ++c) Cvt<T>::store(dst, c, z[c]);
+      }
+    }
+  });
+}
+
+// out: (R, C) output rows; y: compact (N, C) or dense (R, C) conv output without bias; cmap: (R,) int32 compact index
+// or -1; bandmap: (R,) int32 band index or -1 (or empty); tab: (N_band, ntab) int32 neighbour pixel index or -1, the
+// first nuse columns used with weights w (fp32); bact/t/u: fp32 (C,); residual: (R, C) or empty.
+void epilogue(at::Tensor& out, const at::Tensor& y, bool dense, const at::Tensor& cmap, const at::Tensor& bandmap,
+              const at::Tensor& tab, int64_t nuse, const at::Tensor& w, const at::Tensor& bact, const at::Tensor& t,
+              const at::Tensor& u, const at::Tensor& residual, bool relu) {
+  TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && y.is_contiguous(), "epilogue: contiguous 2-d out and y");
+  const int64_t R = out.size(0), C = out.size(1);
+  TORCH_CHECK(y.size(1) == C && cmap.numel() == R, "epilogue: shape mismatch");
+  const bool has_band = bandmap.numel() > 0 && tab.size(0) > 0;
+  TORCH_CHECK(!has_band || (bandmap.numel() == R && tab.dim() == 2 && tab.size(1) >= nuse && w.numel() >= nuse),
+              "epilogue: band table mismatch");
+  const bool has_res = residual.numel() > 0;
+  TORCH_CHECK(!has_res || (residual.is_contiguous() && residual.numel() == R * C &&
+                           residual.scalar_type() == out.scalar_type()), "epilogue: residual mismatch");
+  for (const auto* p : {&bact, &t, &u})
+    TORCH_CHECK(p->scalar_type() == at::kFloat && p->numel() == C && p->is_contiguous(), "epilogue: fp32 (C,) vectors");
+  const int32_t* cm = cmap.data_ptr<int32_t>();
+  const int32_t* bm = has_band ? bandmap.data_ptr<int32_t>() : nullptr;
+  const int32_t* tb = has_band ? tab.data_ptr<int32_t>() : nullptr;
+  const int64_t ntab = has_band ? tab.size(1) : 0;
+  const float* wp = has_band ? w.data_ptr<float>() : nullptr;
+  const int64_t nu = has_band ? nuse : 0;
+#define ANYTIME_EPILOGUE(T, PTR)                                                                                   \
+  do {                                                                                                             \
+    T* o = reinterpret_cast<T*>(out.PTR());                                                                        \
+    const T* yy = reinterpret_cast<const T*>(y.PTR());                                                             \
+    const T* rr = has_res ? reinterpret_cast<const T*>(residual.PTR()) : nullptr;                                 \
+    if (dense)                                                                                                     \
+      epilogue_impl<T, true>(o, yy, R, C, cm, bm, tb, ntab, nu, wp, bact.data_ptr<float>(), t.data_ptr<float>(),   \
+                             u.data_ptr<float>(), rr, relu);                                                       \
+    else                                                                                                           \
+      epilogue_impl<T, false>(o, yy, R, C, cm, bm, tb, ntab, nu, wp, bact.data_ptr<float>(), t.data_ptr<float>(),  \
+                              u.data_ptr<float>(), rr, relu);                                                      \
+  } while (0)
+  TORCH_CHECK(out.scalar_type() == y.scalar_type(), "epilogue: dtypes differ");
+  if (out.scalar_type() == at::kFloat) {
+    ANYTIME_EPILOGUE(float, data_ptr<float>);
+  } else if (out.scalar_type() == at::kBFloat16) {
+    ANYTIME_EPILOGUE(uint16_t, data_ptr<at::BFloat16>);
+  } else {
+    TORCH_CHECK(false, "epilogue: float32 or bfloat16 only");
+  }
+#undef ANYTIME_EPILOGUE
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "anytime_perception sparse masked convolution: CPU gather-GEMM and fused scatter epilogue";
+  m.def("conv_rows", &conv_rows, "GEMM of the active rows' im2col, gathered chunk by chunk");
+  m.def("epilogue", &epilogue, "finished unit output: active rows, RBF fill band, BN shift, residual, ReLU");
+  m.attr("ABI") = 1;
+}

@@ -1,0 +1,310 @@
+"""`SparseExecution`: masked convolutions that compute only their active output pixels.
+
+Same results as `EmulatedExecution` (the authors' dense emulation) up to float rounding, for every conv kind HRNet
+uses. A masked conv is run as a *unit* with what follows it when the model lets the executor see it
+(`masked_conv.executor_unit`): conv -> eval BatchNorm -> (+ residual) -> ReLU, so that
+
+- computed pixels: one GEMM per chunk of gathered im2col rows with BN folded into the weights and bias;
+- skipped pixels next to computed ones: the RBF fill of the raw conv output, then BN's affine map;
+- all other skipped pixels: the fill is zero there, so the unit's pre-activation is BN's shift `t`;
+- residual add and ReLU applied in the same single pass that writes the output (channels_last).
+
+Index tables come from `tables.py`, built once per exit and resolution. Per layer, when the active share exceeds a
+calibrated threshold (`DENSE_ABOVE`), the conv runs densely (oneDNN) and the same pass fixes the skipped pixels.
+
+Two implementations of the same plan: the C++ extension (`_sparse_cpu`, CPU, float32 and bfloat16; built by
+`python -m anytime_perception.models.sparse.build`) and plain PyTorch ops (any device, autograd, any float dtype).
+`backend="auto"` takes the extension where it applies and PyTorch ops otherwise.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..blocks import BasicBlock, Bottleneck, MaskedSequential
+from ..masked_conv import EmulatedExecution, MaskedConv2d, call
+from . import tables
+from ._ext import extension
+
+# Per-layer dense fallback: above this share of active output pixels a conv runs densely. Keyed by (kernel, stride);
+# calibrated with `benchmarks/sparse_speedup.py --calibrate` on the development machine (2 vCPU, AVX-512/AMX).
+DENSE_ABOVE: dict[tuple[str, tuple[int, int]], float] = {
+    ("float32", (1, 1)): 0.9, ("float32", (3, 1)): 0.9, ("float32", (3, 2)): 0.9,
+    ("bfloat16", (1, 1)): 0.9, ("bfloat16", (3, 1)): 0.9, ("bfloat16", (3, 2)): 0.9,
+}
+DEFAULT_DENSE_ABOVE = 0.9
+# Gathered im2col rows per GEMM: about this many bytes of A (cache-sized for fp32; oneDNN's bf16 GEMM wants more rows).
+CHUNK_BYTES = {torch.float32: 1 << 20, torch.bfloat16: 4 << 20}
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 128, 16384
+
+_EMULATE = EmulatedExecution()
+
+
+@dataclass
+class _Folded:
+    """A conv with its eval BN folded in, in one dtype and layout."""
+    key: tuple
+    wt: Tensor  # (k*k*C_in, C_out), taps (ky, kx, c_in) as gathered
+    weight: Tensor  # (C_out, C_in, k, k) channels_last, for the dense fallback
+    bact: Tensor  # fp32 (C_out,): bias of computed pixels, s*b + t
+    shift: Tensor  # fp32 (C_out,): t, the unit's pre-activation where the fill is zero
+    ubias: Tensor  # fp32 (C_out,): s*b = bact - t
+    rbf: Tensor  # fp32 (48,): RBF weights of tables.OFFSETS
+    nuse: int  # offsets that matter (tables.offsets_needed)
+
+
+def _versions(*tensors) -> tuple:
+    return tuple((id(t), t._version) if t is not None else None for t in tensors)
+
+
+def _supported(conv: nn.Conv2d) -> bool:
+    k, s, p = conv.kernel_size, conv.stride, conv.padding
+    return (conv.groups == 1 and conv.dilation == (1, 1) and k[0] == k[1] and s[0] == s[1]
+            and isinstance(p, tuple) and p[0] == p[1] == k[0] // 2 and conv.padding_mode == "zeros")
+
+
+class SparseExecution:
+    name = "sparse"
+
+    def __init__(self, backend: str = "auto", dense_above: float | dict | None = None, fuse: bool = True):
+        if backend not in ("auto", "cpp", "torch"):
+            raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {backend!r}")
+        if backend == "cpp" and extension() is None:
+            raise RuntimeError("the sparse C++ extension is not built: python -m anytime_perception.models.sparse.build")
+        self.backend = backend
+        self.dense_above = dense_above
+        self.fuse = fuse
+        self._folded: dict[tuple, _Folded] = {}
+        self._local = threading.local()
+        self.stats: dict[str, int] | None = None  # set to {} to count units by path (tests, benchmarks)
+
+    def __getstate__(self):  # copies and pickles carry the settings, not the caches (keyed by module identity)
+        state = self.__dict__.copy()
+        state["_folded"], state["_local"] = {}, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    # ----- the seam ---------------------------------------------------------------------------------------------
+    def masked_conv(self, conv: MaskedConv2d, x: Tensor, mask) -> Tensor:
+        return self.unit(conv, None, False, x, mask)
+
+    def forward_unit(self, module: nn.Module, x: Tensor, mask):
+        """Run a conv-BN-ReLU sequence or a residual block as fused units; None for modules not handled here."""
+        if not self.fuse:
+            return None
+        if isinstance(module, MaskedSequential):
+            return self._sequential(module, x, mask)
+        if isinstance(module, BasicBlock):
+            residual = x if module.downsample is None else call(module.downsample, x, mask)
+            out = self._conv_bn_act(module.conv1, module.bn1, x, mask, relu=True)
+            return self._conv_bn_act(module.conv2, module.bn2, out, mask, relu=True, residual=residual)
+        if isinstance(module, Bottleneck):
+            residual = x if module.downsample is None else call(module.downsample, x, mask)
+            out = self._conv_bn_act(module.conv1, module.bn1, x, mask, relu=True)
+            out = self._conv_bn_act(module.conv2, module.bn2, out, mask, relu=True)
+            return self._conv_bn_act(module.conv3, module.bn3, out, mask, relu=True, residual=residual)
+        return None
+
+    def _sequential(self, seq: MaskedSequential, x: Tensor, mask) -> Tensor:
+        layers = list(seq)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, MaskedConv2d):
+                bn = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d) else None
+                j = i + 1 + (bn is not None)
+                relu = j < len(layers) and type(layers[j]) is nn.ReLU
+                x = self._conv_bn_act(layer, bn, x, mask, relu=relu)
+                i = j + relu
+            else:
+                x = call(layer, x, mask)
+                i += 1
+        return x
+
+    def _conv_bn_act(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, mask, relu: bool,
+                     residual: Tensor | None = None) -> Tensor:
+        if not isinstance(conv, MaskedConv2d) or (bn is not None and (bn.training or not bn.track_running_stats)):
+            out = call(conv, x, mask)  # plain conv, or BN with batch statistics: nothing to fold
+            if bn is not None:
+                out = bn(out)
+            if residual is not None:
+                out = out + residual
+            return F.relu(out) if relu else out
+        return self.unit(conv, bn, relu, x, mask, residual)
+
+    # ----- one fused unit ---------------------------------------------------------------------------------------
+    def unit(self, conv: MaskedConv2d, bn: nn.BatchNorm2d | None, relu: bool, x: Tensor, mask,
+             residual: Tensor | None = None) -> Tensor:
+        """relu(BN(masked_conv(x)) + residual) with the emulation's semantics; BN must be in eval mode."""
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad or (
+            residual is not None and residual.requires_grad) or (bn is not None and bn.weight.requires_grad))
+        if needs_grad or not _supported(conv):  # training: the emulation (differentiable, same values)
+            if self.stats is not None:
+                self.stats["emulate"] = self.stats.get("emulate", 0) + 1
+            out = _EMULATE.masked_conv(conv, x, mask)
+            out = bn(out) if bn is not None else out
+            out = out + residual if residual is not None else out
+            return F.relu(out) if relu else out
+        b, _, h, w = x.shape
+        ho, wo = conv.output_size(h, w)
+        folded = self._fold(conv, bn, x.dtype, x.device)
+        active = tables.active_rows(mask, ho, wo)
+        band = None
+        if 0 < active.count < active.rows:
+            band = tables.fill_band(mask, ho, wo, folded.nuse)
+        dense = active.count == active.rows or active.fraction > self._threshold(conv, x.dtype)
+        use_cpp = (self.backend != "torch" and x.device.type == "cpu"
+                   and x.dtype in (torch.float32, torch.bfloat16) and extension() is not None)
+        if self.stats is not None:
+            key = ("cpp" if use_cpp else "torch") + ("-dense" if dense else "-sparse")
+            self.stats[key] = self.stats.get(key, 0) + 1
+        if use_cpp:
+            return self._unit_cpp(conv, folded, active, band, dense, relu, x, residual, ho, wo)
+        return self._unit_torch(conv, folded, active, band, dense, relu, x, residual, ho, wo, mask)
+
+    def _threshold(self, conv: nn.Conv2d, dtype: torch.dtype) -> float:
+        if isinstance(self.dense_above, (int, float)):
+            return float(self.dense_above)
+        table = self.dense_above if isinstance(self.dense_above, dict) else DENSE_ABOVE
+        key = (str(dtype).replace("torch.", ""), (conv.kernel_size[0], conv.stride[0]))
+        return table.get(key, DEFAULT_DENSE_ABOVE)
+
+    def _fold(self, conv: MaskedConv2d, bn: nn.BatchNorm2d | None, dtype: torch.dtype, device) -> _Folded:
+        bn_tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn is not None else ()
+        key = (id(conv), id(bn), dtype, device)
+        versions = _versions(conv.weight, conv.bias, conv.Lambda, *bn_tensors)
+        found = self._folded.get(key)
+        if found is not None and found.key == versions:
+            return found
+        with torch.no_grad():
+            weight = conv.weight.detach().float()
+            c_out = weight.shape[0]
+            bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(c_out, device=weight.device)
+            if bn is not None:
+                scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.detach().float() + bn.eps) \
+                    if bn.affine else 1.0 / torch.sqrt(bn.running_var.detach().float() + bn.eps)
+                shift = (bn.bias.detach().float() if bn.affine else 0.0) - bn.running_mean.detach().float() * scale
+            else:
+                scale = torch.ones(c_out, device=weight.device)
+                shift = torch.zeros(c_out, device=weight.device)
+            weight = weight * scale[:, None, None, None]
+            ubias = bias * scale
+            kernel = conv.rbf_kernel()[0, 0].detach().float()
+            rbf = torch.stack([kernel[tables._R + dy, tables._R + dx] for dy, dx in tables.OFFSETS])
+            folded = _Folded(
+                key=versions,
+                wt=weight.permute(2, 3, 1, 0).reshape(-1, c_out).to(dtype).contiguous(),
+                weight=weight.to(dtype).contiguous(memory_format=torch.channels_last),
+                bact=(ubias + shift).contiguous(), shift=shift.contiguous(), ubias=ubias.contiguous(),
+                rbf=rbf.contiguous(), nuse=tables.offsets_needed(float(conv.Lambda.detach().float())))
+        if device is not None:
+            folded = _Folded(folded.key, *(t.to(device) if isinstance(t, Tensor) else t
+                                           for t in (folded.wt, folded.weight, folded.bact, folded.shift,
+                                                     folded.ubias, folded.rbf, folded.nuse)))
+        self._folded[key] = folded
+        return folded
+
+    def _workspace(self, name: str, numel: int, dtype: torch.dtype, device) -> Tensor:
+        """A flat buffer reused across calls (per thread), grown as needed: large fresh allocations page-fault."""
+        store = getattr(self._local, "buffers", None)
+        if store is None:
+            store = self._local.buffers = {}
+        key = (name, dtype, device)
+        buf = store.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = store[key] = torch.empty(max(numel, 1), dtype=dtype, device=device)
+        return buf[:numel]
+
+    @staticmethod
+    def _chunk_rows(k_dim: int, dtype: torch.dtype) -> int:
+        rows = CHUNK_BYTES.get(dtype, 1 << 20) // (k_dim * torch.empty((), dtype=dtype).element_size())
+        return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
+
+    # ----- C++ extension ----------------------------------------------------------------------------------------
+    def _unit_cpp(self, conv, folded: _Folded, active, band, dense: bool, relu: bool, x: Tensor,
+                  residual: Tensor | None, ho: int, wo: int) -> Tensor:
+        ext = extension()
+        b = x.shape[0]
+        c_out = conv.out_channels
+        rows = active.rows
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = torch.empty((b, c_out, ho, wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        if dense:
+            y = F.conv2d(x, folded.weight, None, conv.stride, conv.padding)
+            y2 = y.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(rows, c_out)
+        else:
+            y2 = self._workspace("y", active.count * c_out, x.dtype, x.device).view(active.count, c_out)
+            if active.count:
+                k_dim = folded.wt.shape[0]
+                chunk = self._chunk_rows(k_dim, x.dtype)
+                abuf = self._workspace("a", chunk * k_dim, x.dtype, x.device).view(chunk, k_dim)
+                ext.conv_rows(x.permute(0, 2, 3, 1), active.act, folded.wt, ho, wo, conv.kernel_size[0],
+                              conv.stride[0], conv.padding[0], abuf, y2)
+        res = _EMPTY if residual is None else \
+            residual.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(rows, c_out)
+        if band is not None and band.count:
+            bandmap, tab = band.bandmap, band.tab
+        else:
+            bandmap, tab = _EMPTY_INT, _EMPTY_TAB
+        ext.epilogue(out.permute(0, 2, 3, 1).reshape(rows, c_out), y2, dense, active.cmap, bandmap, tab,
+                     folded.nuse, folded.rbf, folded.bact, folded.shift, folded.ubias, res, relu)
+        return out
+
+    # ----- plain PyTorch ops (any device, any float dtype) --------------------------------------------------------
+    def _unit_torch(self, conv, folded: _Folded, active, band, dense: bool, relu: bool, x: Tensor,
+                    residual: Tensor | None, ho: int, wo: int, mask) -> Tensor:
+        b, c_in, h, w = x.shape
+        c_out = conv.out_channels
+        rows = active.rows
+        x = x.contiguous(memory_format=torch.channels_last)
+        if dense:
+            y = F.conv2d(x, folded.weight, None, conv.stride, conv.padding)
+            ysrc = y.permute(0, 2, 3, 1).reshape(rows, c_out)
+        elif active.count:
+            x2 = x.permute(0, 2, 3, 1).reshape(b * h * w, c_in)
+            index, valid = tables.im2col_index(mask, ho, wo, h, w, conv.kernel_size[0], conv.stride[0],
+                                               conv.padding[0])
+            ysrc = torch.empty((active.count, c_out), dtype=x.dtype, device=x.device)
+            chunk = self._chunk_rows(folded.wt.shape[0], x.dtype) if x.device.type == "cpu" else active.count
+            for start in range(0, active.count, chunk):
+                idx = index[start:start + chunk]
+                a = x2[idx.reshape(-1)].view(idx.shape[0], idx.shape[1], c_in)
+                if valid is not None:
+                    a = a * valid[start:start + chunk, :, None].to(a.dtype)
+                torch.mm(a.reshape(idx.shape[0], -1), folded.wt, out=ysrc[start:start + chunk])
+        else:
+            ysrc = x.new_zeros((0, c_out))
+        z = folded.shift.expand(rows, c_out).clone()
+        if active.count:
+            act = active.act_long()
+            z[act] = (ysrc[act] if dense else ysrc).float() + folded.bact
+        if band is not None and band.count:
+            ypad = torch.cat([ysrc.float(), ysrc.new_zeros((1, c_out), dtype=torch.float32)])
+            sentinel = ypad.shape[0] - 1
+            acc = torch.zeros((band.count, c_out), dtype=torch.float32, device=x.device)
+            wsum = torch.zeros((band.count, 1), dtype=torch.float32, device=x.device)
+            for o in range(folded.nuse):
+                nb = band.tab[:, o].long()
+                ok = nb >= 0
+                srow = nb if dense else active.cmap[nb.clamp(min=0)].long()
+                srow = torch.where(ok, srow, torch.full_like(srow, sentinel))
+                acc += folded.rbf[o] * ypad[srow]
+                wsum += folded.rbf[o] * ok[:, None].float()
+            z[band.band] = acc + folded.ubias * wsum + folded.shift
+        if residual is not None:
+            z += residual.permute(0, 2, 3, 1).reshape(rows, c_out).float()
+        if relu:
+            z.clamp_min_(0)
+        return z.to(x.dtype).view(b, ho, wo, c_out).permute(0, 3, 1, 2)
+
+
+_EMPTY = torch.empty(0)
+_EMPTY_INT = torch.empty(0, dtype=torch.int32)
+_EMPTY_TAB = torch.empty((0, 1), dtype=torch.int32)

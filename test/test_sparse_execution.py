@@ -1,0 +1,271 @@
+"""Sparse execution (`execution="sparse"`) equals the authors' dense emulation: every conv kind, whole models at
+every exit, random and real masks, batches with different masks per image, the C++ extension and the PyTorch path."""
+import copy
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from anytime_perception import create_model
+from anytime_perception.models.blocks import BasicBlock, conv_bn
+from anytime_perception.models.masked_conv import EmulatedExecution, MaskedConv2d, make_execution
+from anytime_perception.models.masks import ComputeMask
+from anytime_perception.models.sparse import SparseExecution, _ext, extension, tables
+from anytime_perception.models.sparse.benchmark_masks import ScriptedCriterion, shipped_frames
+from anytime_perception.models.sparse.fold import fold_batchnorm
+from anytime_perception.models.untrained import calibrate_untrained, randomise_weights
+from conftest import OFFICIAL_REF
+
+HAVE_EXT = extension() is not None
+BACKENDS = [pytest.param("cpp", marks=pytest.mark.skipif(not HAVE_EXT, reason="C++ extension not built")), "torch"]
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((got.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1e-12)).item()
+
+
+def test_extension_is_built_in_ci():
+    """The install path (tools/setup-venv.sh) builds the extension; CI must exercise it, not only the fallback."""
+    if os.environ.get("CI") and not HAVE_EXT:
+        pytest.fail(f"sparse C++ extension not built: {_ext.load_error()}")
+
+
+def test_registered_and_selectable():
+    assert make_execution("sparse").name == "sparse"
+    model = create_model("adpc_hrnet_w18s_seg", execution="sparse")
+    assert isinstance(model.executor, SparseExecution)
+    with pytest.raises(ValueError, match="backend"):
+        SparseExecution(backend="gpu")
+
+
+# ----- units: every conv kind HRNet uses ------------------------------------------------------------------------
+def random_unit(c_in, c_out, k, s, bias, bn, relu, lam=3.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    seq = conv_bn(MaskedConv2d, c_in, c_out, k, s, 0.1, relu=relu)
+    conv = seq[0]
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / (c_in * k * k) ** 0.5)
+        conv.Lambda.fill_(lam)
+        if bias:
+            conv.bias = nn.Parameter(torch.randn(c_out, generator=gen))
+        seq[1].weight.uniform_(0.5, 1.5, generator=gen)
+        seq[1].bias.normal_(0, 0.5, generator=gen)
+        seq[1].running_mean.normal_(0, 0.5, generator=gen)
+        seq[1].running_var.uniform_(0.5, 2.0, generator=gen)
+    if not bn:
+        seq = nn.Sequential(conv)
+    return seq.eval()
+
+
+def reference(seq, x, mask_base, residual, relu):
+    y = seq[0](x, ComputeMask(mask_base, EmulatedExecution()))
+    for layer in list(seq)[1:]:
+        if isinstance(layer, nn.BatchNorm2d):
+            y = layer(y)
+    if residual is not None:
+        y = y + residual
+    return torch.relu(y) if relu else y
+
+
+KINDS = {  # c_in, c_out, k, stride, bias, bn, relu, residual
+    "1x1": (12, 16, 1, 1, False, True, False, False),
+    "3x3": (12, 16, 3, 1, False, True, True, False),
+    "3x3-stride2": (12, 16, 3, 2, False, True, True, False),
+    "3x3-block-residual": (16, 16, 3, 1, False, True, True, True),
+    "1x1-fuse-up": (24, 8, 1, 1, False, True, False, False),
+    "3x3-stride2-fuse-down": (8, 24, 3, 2, False, True, False, False),
+    "1x1-exit-bias-bn-relu": (20, 12, 1, 1, True, True, True, False),
+    "1x1-classifier-bias": (12, 5, 1, 1, True, False, False, False),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("path", ["sparse", "dense-fallback"])
+def test_unit_equals_emulation(kind, backend, path):
+    c_in, c_out, k, s, bias, bn, relu, residual = KINDS[kind]
+    seq = random_unit(c_in, c_out, k, s, bias, bn, relu, seed=list(KINDS).index(kind))
+    h, w = 18, 22
+    x = torch.randn(3, c_in, h, w)
+    ho, wo = seq[0].output_size(h, w)
+    res = torch.randn(3, c_out, ho, wo) if residual else None
+    gen = torch.Generator().manual_seed(1)
+    masks = [(torch.rand(3, 1, ho, wo, generator=gen) < p).float() for p in (0.1, 0.5, 0.9)]
+    masks.append(torch.stack([torch.ones(1, ho, wo), torch.zeros(1, ho, wo), (torch.rand(1, ho, wo) < 0.3).float()]))
+    masks += [torch.ones(3, 1, ho, wo), torch.zeros(3, 1, ho, wo)]
+    ex = SparseExecution(backend=backend, dense_above=0.0 if path == "dense-fallback" else 1.01)
+    ex.stats = {}
+    for base in masks:
+        ref = reference(seq, x, base, res, relu)
+        with torch.no_grad():
+            got = ex.unit(seq[0], seq[1] if bn else None, relu, x, ComputeMask(base, ex), res)
+        assert got.shape == ref.shape
+        assert rel_err(got, ref) < 1e-4, (kind, backend, path, base.mean().item())
+    assert not any(key.startswith("emulate") for key in ex.stats)
+    assert all(key.startswith(backend) for key in ex.stats)
+
+
+@pytest.mark.parametrize("lam", [0.3, 1.5, 3.0, 4.5])
+def test_rbf_offsets_cut_keeps_accuracy(lam):
+    """The fill uses only offsets with non-negligible weight; any Lambda stays within 1e-4 of the full 7x7 fill."""
+    seq = random_unit(6, 8, 3, 1, False, True, False, lam=lam)
+    base = (torch.rand(2, 1, 20, 20) < 0.2).float()
+    x = torch.randn(2, 6, 20, 20)
+    ref = reference(seq, x, base, None, False)
+    for backend in ("torch",) + (("cpp",) if HAVE_EXT else ()):
+        ex = SparseExecution(backend=backend)
+        with torch.no_grad():
+            got = ex.unit(seq[0], seq[1], False, x, ComputeMask(base, ex))
+        assert rel_err(got, ref) < 1e-4
+    assert tables.offsets_needed(0.3) == 48
+    assert tables.offsets_needed(3.0) == 8 and tables.offsets_needed(1.5) == 20
+
+
+def test_residual_block_unit_and_gradients_fall_back_to_emulation():
+    block = BasicBlock(MaskedConv2d, 8, 8, 0.1).eval()
+    randomise_weights(block, 3)
+    x = torch.randn(2, 8, 16, 16)
+    base = (torch.rand(2, 1, 16, 16) < 0.4).float()
+    ref = block(x, ComputeMask(base, EmulatedExecution()))
+    ex = SparseExecution()
+    ex.stats = {}
+    with torch.no_grad():
+        got = block(x, ComputeMask(base, ex))
+    assert rel_err(got, ref) < 1e-4 and "emulate" not in ex.stats
+    # with autograd on, the backend runs the (differentiable) emulation: same values, gradients flow
+    out = block(x, ComputeMask(base, ex))
+    assert rel_err(out, ref) < 1e-6 and ex.stats["emulate"] == 2
+    out.sum().backward()
+    assert block.conv1.weight.grad is not None
+
+
+# ----- whole models ---------------------------------------------------------------------------------------------
+def model_pair(name, seed=0, **overrides):
+    emulated = create_model(name, **overrides)
+    randomise_weights(emulated, seed)
+    sparse = create_model(name, execution="sparse", **overrides)
+    sparse.load_state_dict(emulated.state_dict())
+    return emulated.eval(), sparse.eval()
+
+
+def compare_models(emulated, sparse, x, tol=1e-4):
+    with torch.no_grad():
+        ref = list(emulated.anytime(x))
+        got = list(sparse.anytime(x))
+    assert len(got) == len(ref) == 4
+    for r, g in zip(ref, got):
+        assert rel_err(g.logits, r.logits) < tol, r.index
+        if r.compute_mask is not None:
+            assert torch.equal(r.compute_mask, g.compute_mask)
+            assert torch.allclose(r.gflops, g.gflops)
+    return ref
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,size", [("adpc_hrnet_w18s_seg", (64, 96)), ("adpc_hrnet_w32_pose", (64, 64))])
+def test_whole_model_random_masks_every_exit(name, size, backend):
+    emulated, sparse = model_pair(name, criterion="random", random_compute_prob=0.5)
+    sparse.executor = SparseExecution(backend=backend)
+    sparse.executor.stats = {}
+    x = torch.randn(2, 3, *size)
+    ref = compare_models(emulated, sparse, x)
+    fractions = torch.stack([r.computed_fraction for r in ref[1:]])
+    assert ((fractions > 0.05) & (fractions < 0.95)).all()
+    assert not torch.equal(ref[1].compute_mask[0], ref[1].compute_mask[1])  # per-image masks differ
+    assert set(sparse.executor.stats) <= {f"{backend}-sparse", f"{backend}-dense"}
+
+
+def test_whole_model_all_computed_and_all_skipped():
+    for criterion, kwargs in (("top_ratio", dict(top_ratio=0.0)), ("top_ratio", dict(top_ratio=1.0))):
+        emulated, sparse = model_pair("adpc_hrnet_w18s_seg", criterion=criterion, **kwargs)
+        ref = compare_models(emulated, sparse, torch.randn(1, 3, 64, 64))
+        assert ref[1].computed_fraction.item() == (1.0 if kwargs["top_ratio"] == 0 else 0.0)
+
+
+def test_tables_are_built_once_per_exit_and_resolution(monkeypatch):
+    built = []
+    original = tables.ActiveRows
+
+    class Counting(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append((self.height, self.width))
+
+    monkeypatch.setattr(tables, "ActiveRows", Counting)
+    _, sparse = model_pair("adpc_hrnet_w18s_seg", criterion="random")
+    with torch.no_grad():
+        list(sparse.anytime(torch.randn(1, 3, 64, 64)))
+    per_exit = len(set(built))
+    assert per_exit >= 3 and len(built) <= 3 * per_exit  # three masks, each resolution once per mask
+
+
+def test_real_masks_from_calibrated_weights_on_shipped_frames():
+    pytest.importorskip("cv2")
+    frames = shipped_frames((96, 128), count=2)
+    emulated = create_model("adpc_hrnet_w18s_seg")
+    reached = calibrate_untrained(emulated, frames)
+    assert reached == pytest.approx([0.18, 0.37, 0.62], abs=0.03)
+    sparse = create_model("adpc_hrnet_w18s_seg", execution="sparse")
+    sparse.load_state_dict(emulated.state_dict())
+    compare_models(emulated, sparse.eval(), frames)
+
+
+def test_bfloat16_within_bf16_rounding():
+    """bf16 (AMX on CPU): sparse bf16 is as close to fp32 as the emulation's own bf16 run (masks held fixed)."""
+    emulated, sparse = model_pair("adpc_hrnet_w18s_seg", criterion="random")
+    x = torch.randn(2, 3, 64, 96)
+    gen = torch.Generator().manual_seed(4)
+    masks = [torch.rand(2, 16, 24, generator=gen) < p for p in (0.8, 0.6, 0.4)]
+    masks = [masks[0], masks[0] & masks[1], masks[0] & masks[1] & masks[2]]
+    with torch.no_grad():
+        emulated.criterion = ScriptedCriterion(masks)
+        ref = [r.logits for r in emulated.anytime(x)]
+        e16, s16 = copy.deepcopy(emulated).bfloat16(), copy.deepcopy(sparse).bfloat16()
+        e16.criterion, s16.criterion = ScriptedCriterion(masks), ScriptedCriterion(masks)
+        emu16 = [r.logits for r in e16.anytime(x.bfloat16())]
+        sp16 = [r.logits for r in s16.anytime(x.bfloat16())]
+    for k in range(4):
+        e_err, s_err = rel_err(emu16[k], ref[k]), rel_err(sp16[k], ref[k])
+        assert s_err < 2 * e_err + 2e-2, (k, e_err, s_err)
+
+
+def test_pytorch_path_when_the_extension_is_unavailable(monkeypatch):
+    monkeypatch.setitem(_ext._STATE, "module", None)
+    emulated, sparse = model_pair("adpc_hrnet_w18s_seg", criterion="random")
+    sparse.executor = SparseExecution()  # auto
+    sparse.executor.stats = {}
+    compare_models(emulated, sparse, torch.randn(1, 3, 64, 64))
+    assert set(sparse.executor.stats) <= {"torch-sparse", "torch-dense"}
+    with pytest.raises(RuntimeError, match="not built"):
+        SparseExecution(backend="cpp")
+
+
+def test_fold_batchnorm():
+    emulated, _ = model_pair("adpc_hrnet_w18s_seg", criterion="top_ratio", top_ratio=0.4)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        dense = [r.logits for r in emulated.anytime(x, adaptive=False)]
+        adaptive = [r.logits for r in emulated.anytime(x)]
+        all_folded = fold_batchnorm(copy.deepcopy(emulated), include_masked=True)
+        plain_folded = fold_batchnorm(copy.deepcopy(emulated))
+        for a, b in zip(dense, (r.logits for r in all_folded.anytime(x, adaptive=False))):
+            assert rel_err(b, a) < 1e-4
+        for a, b in zip(adaptive, (r.logits for r in plain_folded.anytime(x))):  # masked convs kept their BN
+            assert rel_err(b, a) < 1e-4
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in all_folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain_folded.modules())
+
+
+# ----- the authors' reference -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_official_reference_logits_with_sparse_execution(official_ref, backend):
+    model = create_model("adpc_hrnet_w18s_seg", checkpoint=OFFICIAL_REF,
+                         conf_threshold=official_ref["config"]["conf_thre_T"], execution="sparse")
+    model.executor = SparseExecution(backend=backend)
+    with torch.no_grad():
+        results = list(model.anytime(official_ref["input"]))
+    for result, expected in zip(results, official_ref["logits_masked"]):
+        assert (result.logits - expected).abs().max().item() < 1e-3
+    for k, expected in enumerate(official_ref["masks"]):
+        assert torch.equal(results[k + 1].compute_mask, expected)
