@@ -12,7 +12,7 @@ from anytime_perception.models.blocks import BasicBlock, conv_bn
 from anytime_perception.models.masked_conv import EmulatedExecution, MaskedConv2d, make_execution
 from anytime_perception.models.masks import ComputeMask
 from anytime_perception.models.sparse import SparseExecution, _ext, extension, tables
-from anytime_perception.models.sparse.benchmark_masks import ScriptedCriterion, shipped_frames
+from anytime_perception.models.sparse.benchmark_masks import ScriptedCriterion, shipped_frames, synthetic_difficulty
 from anytime_perception.models.sparse.fold import fold_batchnorm
 from anytime_perception.models.untrained import calibrate_untrained, randomise_weights
 from conftest import OFFICIAL_REF
@@ -94,6 +94,8 @@ def test_unit_equals_emulation(kind, backend, path):
     masks = [(torch.rand(3, 1, ho, wo, generator=gen) < p).float() for p in (0.1, 0.5, 0.9)]
     masks.append(torch.stack([torch.ones(1, ho, wo), torch.zeros(1, ho, wo), (torch.rand(1, ho, wo) < 0.3).float()]))
     masks += [torch.ones(3, 1, ho, wo), torch.zeros(3, 1, ho, wo)]
+    blobs = synthetic_difficulty(ho, wo, batch=3, seed=2, regions=4)  # blobs: long horizontal runs
+    masks += [(blobs >= blobs.flatten().quantile(1 - p)).float()[:, None] for p in (0.3, 0.7)]
     ex = SparseExecution(backend=backend, dense_above=0.0 if path == "dense-fallback" else 1.01)
     ex.stats = {}
     for base in masks:

@@ -20,6 +20,9 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -47,6 +50,33 @@ template <> struct Cvt<uint16_t> {
   static inline void store(uint16_t* p, int64_t i, float v) { p[i] = float_to_bf16(v); }
 };
 
+// Copies of a few hundred bytes per tap dominate the gather; a libc memcpy call per tap costs more than the copy.
+inline void copy_bytes(void* dst, const void* src, int64_t n) {
+#if defined(__AVX512F__)
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) _mm512_storeu_si512(d + i, _mm512_loadu_si512(s + i));
+  if (i < n) {
+    const __mmask64 tail = _cvtu64_mask64((~0ULL) >> (64 - (n - i)));
+    _mm512_mask_storeu_epi8(d + i, tail, _mm512_maskz_loadu_epi8(tail, s + i));
+  }
+#else
+  std::memcpy(dst, src, n);
+#endif
+}
+
+inline void zero_bytes(void* dst, int64_t n) {
+#if defined(__AVX512F__)
+  auto* d = static_cast<char*>(dst);
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) _mm512_storeu_si512(d + i, _mm512_setzero_si512());
+  if (i < n) _mm512_mask_storeu_epi8(d + i, _cvtu64_mask64((~0ULL) >> (64 - (n - i))), _mm512_setzero_si512());
+#else
+  std::memset(dst, 0, n);
+#endif
+}
+
 struct Geometry {
   int64_t B, H, W, C;      // input (channels_last)
   int64_t Ho, Wo;          // output
@@ -71,20 +101,20 @@ void gather_rows(const T* x, const Geometry& g, const int32_t* act, int64_t n, T
         T* d = dst + kh * taprow;
         const int64_t ih = oh * g.stride - g.pad + kh;
         if (ih < 0 || ih >= g.H) {
-          std::memset(d, 0, taprow * sizeof(T));
+          zero_bytes(d, taprow * sizeof(T));
           continue;
         }
         const T* row = x + ((b * g.H + ih) * g.W) * g.C;
         if (g.stride == 1 && iw0 >= 0 && iw0 + g.k <= g.W) {  // the k taps of a row are adjacent pixels
-          std::memcpy(d, row + iw0 * g.C, taprow * sizeof(T));
+          copy_bytes(d, row + iw0 * g.C, taprow * sizeof(T));
           continue;
         }
         for (int64_t kw = 0; kw < g.k; ++kw) {
           const int64_t iw = iw0 + kw;
           if (iw < 0 || iw >= g.W)
-            std::memset(d + kw * g.C, 0, g.C * sizeof(T));
+            zero_bytes(d + kw * g.C, g.C * sizeof(T));
           else
-            std::memcpy(d + kw * g.C, row + iw * g.C, g.C * sizeof(T));
+            copy_bytes(d + kw * g.C, row + iw * g.C, g.C * sizeof(T));
         }
       }
     }
@@ -120,6 +150,108 @@ void conv_rows(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wt,
     at::mm_out(out, abuf.narrow(0, 0, m), wt);
   }
 }
+
+
+#if defined(__AVX512F__)
+// fp32 implicit GEMM on AVX-512 ("indirect" convolution): no im2col buffer. For a block of 8 active output pixels the
+// kernel keeps 8 x NV accumulators of 16 channels in registers and walks the k*k taps and C_in channels, reading each
+// input pixel's channels straight from x through a pointer per (pixel, tap) (a zero row for taps in the padding).
+// Weights are packed per block of 48 output channels as (tap, c_in, 48).
+constexpr int MR = 8;
+
+template <int NV>
+inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_t C, const float* w, float* y,
+                        int64_t ldy, int rows) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < T; ++t) {
+    const float* p[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) p[r] = ptr[r * T + t];
+    const float* wt = w + t * C * NV * 16;
+    for (int64_t c = 0; c < C; ++c) {
+      __m512 wv[NV];
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wt + (c * NV + v) * 16);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const __m512 a = _mm512_set1_ps(p[r][c]);
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(a, wv[v], acc[r][v]);
+      }
+    }
+  }
+  for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(y + r * ldy + v * 16, acc[r][v]);
+}
+
+// x: (B, H, W, C_in) fp32; act: int32 active output rows; wp: packed weights (sum over blocks of T*C_in*NR);
+// y: (N_active, C_out), C_out a multiple of 16.
+void conv_rows_direct(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wp, int64_t Ho, int64_t Wo,
+                      int64_t k, int64_t stride, int64_t pad, at::Tensor& y) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 4, "conv_rows_direct: fp32 NHWC x");
+  TORCH_CHECK(y.scalar_type() == at::kFloat && y.is_contiguous() && wp.is_contiguous(), "conv_rows_direct: buffers");
+  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  const int64_t Cout = y.size(1), T = k * k, n = act.numel();
+  TORCH_CHECK(Cout % 16 == 0 && wp.numel() == T * C * Cout, "conv_rows_direct: C_out must be a multiple of 16");
+  const int32_t* a = act.data_ptr<int32_t>();
+  const float* xp = x.data_ptr<float>();
+  const float* wpp = wp.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t hw = Ho * Wo;
+  (void)B;
+  at::parallel_for(0, (n + MR - 1) / MR, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> zeros(C, 0.f);
+    std::vector<const float*> ptr(MR * T);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t r0 = blk * MR;
+      const int rows = static_cast<int>(std::min<int64_t>(MR, n - r0));
+      for (int r = 0; r < MR; ++r) {
+        if (r >= rows) {
+          for (int64_t t = 0; t < T; ++t) ptr[r * T + t] = zeros.data();
+          continue;
+        }
+        const int64_t f = a[r0 + r];
+        const int64_t b = f / hw, rem = f - b * hw, oh = rem / Wo, ow = rem - (rem / Wo) * Wo;
+        for (int64_t kh = 0; kh < k; ++kh) {
+          const int64_t ih = oh * stride - pad + kh;
+          for (int64_t kw = 0; kw < k; ++kw) {
+            const int64_t iw = ow * stride - pad + kw;
+            ptr[r * T + kh * k + kw] = (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                                           ? zeros.data() : xp + ((b * H + ih) * W + iw) * C;
+          }
+        }
+      }
+      const float* w = wpp;
+      for (int64_t n0 = 0; n0 < Cout; n0 += 48) {
+        const int64_t nr = std::min<int64_t>(48, Cout - n0);
+        float* yb = yp + r0 * Cout + n0;
+        if (nr == 48) igemm_block<3>(ptr.data(), T, C, w, yb, Cout, rows);
+        else if (nr == 32) igemm_block<2>(ptr.data(), T, C, w, yb, Cout, rows);
+        else igemm_block<1>(ptr.data(), T, C, w, yb, Cout, rows);
+        w += T * C * nr;
+      }
+    }
+  });
+}
+
+// (C_out, C_in, k, k) fp32 -> blocks of 48 output channels, each (tap, c_in, 48) (the last block 16 or 32 wide).
+at::Tensor pack_direct(const at::Tensor& weight) {
+  const int64_t Cout = weight.size(0), C = weight.size(1), T = weight.size(2) * weight.size(3);
+  TORCH_CHECK(Cout % 16 == 0, "pack_direct: C_out must be a multiple of 16");
+  auto wt = weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({T, C, Cout}).contiguous();  // (tap, c_in, c_out)
+  std::vector<at::Tensor> blocks;
+  for (int64_t n0 = 0; n0 < Cout; n0 += 48) {
+    const int64_t nr = std::min<int64_t>(48, Cout - n0);
+    blocks.push_back(wt.narrow(2, n0, nr).contiguous().reshape({-1}));
+  }
+  return at::cat(blocks);
+}
+#endif
 
 template <typename T, bool Dense>
 void epilogue_impl(T* out, const T* Y, int64_t R, int64_t C, const int32_t* cmap, const int32_t* bandmap,
@@ -219,6 +351,10 @@ void epilogue(at::Tensor& out, const at::Tensor& y, bool dense, const at::Tensor
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "anytime_perception sparse masked convolution: CPU gather-GEMM and fused scatter epilogue";
   m.def("conv_rows", &conv_rows, "GEMM of the active rows' im2col, gathered chunk by chunk");
+#if defined(__AVX512F__)
+  m.def("conv_rows_direct", &conv_rows_direct, "fp32 AVX-512 implicit GEMM of the active rows (no im2col buffer)");
+  m.def("pack_direct", &pack_direct, "weights packed for conv_rows_direct");
+#endif
   m.def("epilogue", &epilogue, "finished unit output: active rows, RBF fill band, BN shift, residual, ReLU");
   m.attr("ABI") = 1;
 }

@@ -18,6 +18,7 @@ Two implementations of the same plan: the C++ extension (`_sparse_cpu`, CPU, flo
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -30,13 +31,23 @@ from ..masked_conv import EmulatedExecution, MaskedConv2d, call
 from . import tables
 from ._ext import extension
 
-# Per-layer dense fallback: above this share of active output pixels a conv runs densely. Keyed by (kernel, stride);
-# calibrated with `benchmarks/sparse_speedup.py --calibrate` on the development machine (2 vCPU, AVX-512/AMX).
-DENSE_ABOVE: dict[tuple[str, tuple[int, int]], float] = {
-    ("float32", (1, 1)): 0.9, ("float32", (3, 1)): 0.9, ("float32", (3, 2)): 0.9,
-    ("bfloat16", (1, 1)): 0.9, ("bfloat16", (3, 1)): 0.9, ("bfloat16", (3, 2)): 0.9,
+# Per-layer dense fallback: above this share of active output pixels a conv runs densely (oneDNN) and the fused
+# epilogue fixes the skipped pixels. Keyed by (dtype, kernel, stride): ((max C_out, threshold), ...). Crossovers
+# measured with `benchmarks/sparse_speedup.py --calibrate` on the development machine (2 vCPU, AVX-512 + AMX) for
+# HRNet-W48's units at 512x1024: fp32 0.6-0.9; bf16 much lower for few channels, because AMX makes the dense conv
+# so fast that the gather and scatter traffic of a sparse conv costs as much as the whole dense conv.
+DENSE_ABOVE: dict[tuple[str, int, int], tuple[tuple[float, float], ...]] = {
+    ("float32", 3, 1): ((128, 0.7), (256, 0.75), (math.inf, 0.85)),
+    ("float32", 3, 2): ((128, 0.8), (math.inf, 0.9)),
+    ("float32", 1, 1): ((32, 0.65), (256, 0.8), (math.inf, 0.9)),
+    ("bfloat16", 3, 1): ((128, 0.35), (256, 0.65), (math.inf, 0.9)),
+    ("bfloat16", 3, 2): ((128, 0.55), (math.inf, 0.85)),
+    ("bfloat16", 1, 1): ((32, 0.45), (256, 0.65), (math.inf, 0.9)),
 }
-DEFAULT_DENSE_ABOVE = 0.9
+# A 3x3 conv gathers 9*C_in values per computed pixel for 9*C_in*C_out MACs: with few output channels the gather
+# costs more than the GEMM saves (transition 1: 256 -> 48 channels). Threshold for C_in >= 4 * C_out.
+GATHER_BOUND_DENSE_ABOVE = 0.5
+DEFAULT_DENSE_ABOVE = 0.8
 # Gathered im2col rows per GEMM: about this many bytes of A (cache-sized for fp32; oneDNN's bf16 GEMM wants more rows).
 CHUNK_BYTES = {torch.float32: 1 << 20, torch.bfloat16: 4 << 20}
 MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 128, 16384
@@ -49,12 +60,29 @@ class _Folded:
     """A conv with its eval BN folded in, in one dtype and layout."""
     key: tuple
     wt: Tensor  # (k*k*C_in, C_out), taps (ky, kx, c_in) as gathered
+    wp: Tensor | None  # fp32 weights packed for the extension's AVX-512 direct kernel, when it applies
     weight: Tensor  # (C_out, C_in, k, k) channels_last, for the dense fallback
     bact: Tensor  # fp32 (C_out,): bias of computed pixels, s*b + t
     shift: Tensor  # fp32 (C_out,): t, the unit's pre-activation where the fill is zero
     ubias: Tensor  # fp32 (C_out,): s*b = bact - t
     rbf: Tensor  # fp32 (48,): RBF weights of tables.OFFSETS
     nuse: int  # offsets that matter (tables.offsets_needed)
+
+
+# The extension's fp32 direct kernel (AVX-512 implicit GEMM, no im2col buffer) beats gather + MKL sgemm while one
+# block of 48 output channels' weights stays in L2: measured 0.91-0.97 of the dense conv's per-FLOP speed for
+# HRNet's 3x3 convs up to 192 channels, against 0.65-0.8 for gather + sgemm; MKL wins for K > 2048 or huge layers.
+DIRECT_MAX_K = 2048
+DIRECT_MAX_WEIGHTS = 400_000
+
+
+def _pack_direct(weight: Tensor, dtype: torch.dtype) -> Tensor | None:
+    ext = extension()
+    c_out, k_dim = weight.shape[0], weight[0].numel()
+    if (ext is None or not hasattr(ext, "conv_rows_direct") or dtype != torch.float32 or weight.device.type != "cpu"
+            or c_out % 16 or k_dim > DIRECT_MAX_K or c_out * k_dim > DIRECT_MAX_WEIGHTS):
+        return None
+    return ext.pack_direct(weight.contiguous())
 
 
 def _versions(*tensors) -> tuple:
@@ -166,15 +194,18 @@ class SparseExecution:
             key = ("cpp" if use_cpp else "torch") + ("-dense" if dense else "-sparse")
             self.stats[key] = self.stats.get(key, 0) + 1
         if use_cpp:
-            return self._unit_cpp(conv, folded, active, band, dense, relu, x, residual, ho, wo)
+            return self._unit_cpp(conv, folded, active, band, dense, relu, x, residual, ho, wo, mask)
         return self._unit_torch(conv, folded, active, band, dense, relu, x, residual, ho, wo, mask)
 
     def _threshold(self, conv: nn.Conv2d, dtype: torch.dtype) -> float:
         if isinstance(self.dense_above, (int, float)):
             return float(self.dense_above)
         table = self.dense_above if isinstance(self.dense_above, dict) else DENSE_ABOVE
-        key = (str(dtype).replace("torch.", ""), (conv.kernel_size[0], conv.stride[0]))
-        return table.get(key, DEFAULT_DENSE_ABOVE)
+        key = (str(dtype).replace("torch.", ""), conv.kernel_size[0], conv.stride[0])
+        threshold = next((t for c, t in table.get(key, ()) if conv.out_channels <= c), DEFAULT_DENSE_ABOVE)
+        if conv.kernel_size[0] > 1 and conv.in_channels >= 4 * conv.out_channels:
+            threshold = min(threshold, GATHER_BOUND_DENSE_ABOVE)
+        return threshold
 
     def _fold(self, conv: MaskedConv2d, bn: nn.BatchNorm2d | None, dtype: torch.dtype, device) -> _Folded:
         bn_tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn is not None else ()
@@ -201,12 +232,13 @@ class SparseExecution:
             folded = _Folded(
                 key=versions,
                 wt=weight.permute(2, 3, 1, 0).reshape(-1, c_out).to(dtype).contiguous(),
+                wp=_pack_direct(weight, dtype),
                 weight=weight.to(dtype).contiguous(memory_format=torch.channels_last),
                 bact=(ubias + shift).contiguous(), shift=shift.contiguous(), ubias=ubias.contiguous(),
                 rbf=rbf.contiguous(), nuse=tables.offsets_needed(float(conv.Lambda.detach().float())))
         if device is not None:
             folded = _Folded(folded.key, *(t.to(device) if isinstance(t, Tensor) else t
-                                           for t in (folded.wt, folded.weight, folded.bact, folded.shift,
+                                           for t in (folded.wt, folded.wp, folded.weight, folded.bact, folded.shift,
                                                      folded.ubias, folded.rbf, folded.nuse)))
         self._folded[key] = folded
         return folded
@@ -229,7 +261,7 @@ class SparseExecution:
 
     # ----- C++ extension ----------------------------------------------------------------------------------------
     def _unit_cpp(self, conv, folded: _Folded, active, band, dense: bool, relu: bool, x: Tensor,
-                  residual: Tensor | None, ho: int, wo: int) -> Tensor:
+                  residual: Tensor | None, ho: int, wo: int, mask) -> Tensor:
         ext = extension()
         b = x.shape[0]
         c_out = conv.out_channels
@@ -241,7 +273,10 @@ class SparseExecution:
             y2 = y.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(rows, c_out)
         else:
             y2 = self._workspace("y", active.count * c_out, x.dtype, x.device).view(active.count, c_out)
-            if active.count:
+            if active.count and folded.wp is not None:
+                ext.conv_rows_direct(x.permute(0, 2, 3, 1), active.act, folded.wp, ho, wo, conv.kernel_size[0],
+                                     conv.stride[0], conv.padding[0], y2)
+            elif active.count:
                 k_dim = folded.wt.shape[0]
                 chunk = self._chunk_rows(k_dim, x.dtype)
                 abuf = self._workspace("a", chunk * k_dim, x.dtype, x.device).view(chunk, k_dim)
