@@ -11,7 +11,7 @@ from anytime_perception import create_model
 from anytime_perception.models.blocks import BasicBlock, conv_bn
 from anytime_perception.models.masked_conv import EmulatedExecution, MaskedConv2d, make_execution
 from anytime_perception.models.masks import ComputeMask
-from anytime_perception.models.sparse import SparseExecution, _ext, extension, tables
+from anytime_perception.models.sparse import SparseExecution, _ext, executor, extension, tables
 from anytime_perception.models.sparse.benchmark_masks import ScriptedCriterion, shipped_frames, synthetic_difficulty
 from anytime_perception.models.sparse.fold import fold_batchnorm
 from anytime_perception.models.untrained import calibrate_untrained, randomise_weights
@@ -77,13 +77,20 @@ KINDS = {  # c_in, c_out, k, stride, bias, bn, relu, residual
     "3x3-stride2-fuse-down": (8, 24, 3, 2, False, True, False, False),
     "1x1-exit-bias-bn-relu": (20, 12, 1, 1, True, True, True, False),
     "1x1-classifier-bias": (12, 5, 1, 1, True, False, False, False),
+    "3x3-wide-odd-channels": (20, 72, 3, 1, False, True, True, False),  # several blocks of output channels
+    "1x1-wide-odd-channels": (40, 100, 1, 1, True, True, False, False),
 }
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS + [
+    pytest.param("cpp-gather", marks=pytest.mark.skipif(not HAVE_EXT, reason="C++ extension not built"))])
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("path", ["sparse", "dense-fallback"])
-def test_unit_equals_emulation(kind, backend, path):
+def test_unit_equals_emulation(kind, backend, path, monkeypatch):
+    """fp32: "cpp" = the AVX-512 direct kernel, "cpp-gather" = im2col gather + GEMM (the extension's bf16 route)."""
+    if backend == "cpp-gather":
+        monkeypatch.setattr(executor, "USE_DIRECT", False)
+        backend = "cpp"
     c_in, c_out, k, s, bias, bn, relu, residual = KINDS[kind]
     seq = random_unit(c_in, c_out, k, s, bias, bn, relu, seed=list(KINDS).index(kind))
     h, w = 18, 22
@@ -211,6 +218,25 @@ def test_real_masks_from_calibrated_weights_on_shipped_frames():
     sparse = create_model("adpc_hrnet_w18s_seg", execution="sparse")
     sparse.load_state_dict(emulated.state_dict())
     compare_models(emulated, sparse.eval(), frames)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bfloat16_units(backend):
+    for kind in ("3x3-block-residual", "3x3-stride2", "1x1-exit-bias-bn-relu", "3x3-wide-odd-channels"):
+        c_in, c_out, k, s, bias, bn, relu, residual = KINDS[kind]
+        seq = random_unit(c_in, c_out, k, s, bias, bn, relu)
+        x = torch.randn(2, c_in, 16, 20)
+        ho, wo = seq[0].output_size(16, 20)
+        res = torch.randn(2, c_out, ho, wo) if residual else None
+        base = (torch.rand(2, 1, ho, wo) < 0.4).float()
+        ref = reference(seq, x, base, res, relu)
+        ex = SparseExecution(backend=backend, dense_above=1.01)
+        seq16 = copy.deepcopy(seq).bfloat16()
+        with torch.no_grad():
+            got = ex.unit(seq16[0], seq16[1] if bn else None, relu, x.bfloat16(), ComputeMask(base.bfloat16(), ex),
+                          res.bfloat16() if res is not None else None)
+        assert got.dtype == torch.bfloat16
+        assert rel_err(got, ref) < 3e-2, kind
 
 
 def test_bfloat16_within_bf16_rounding():

@@ -159,15 +159,20 @@ void conv_rows(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wt,
 // Weights are packed per block of 48 output channels as (tap, c_in, 48).
 constexpr int MR = 8;
 
-template <int NV>
-inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_t C, const float* w, float* y,
-                        int64_t ldy, int rows) {
+template <int NV, bool Accumulate>
+inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_t t0, int64_t t1, int64_t C,
+                        const float* w /* (T, C, NV*16) */, float* y, int64_t ldy, int rows, __mmask16 last) {
   __m512 acc[MR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t t = 0; t < T; ++t) {
+  if (Accumulate)
+    for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : __mmask16(0xFFFF), y + r * ldy + v * 16);
+  for (int64_t t = t0; t < t1; ++t) {
     const float* p[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) p[r] = ptr[r * T + t];
@@ -186,67 +191,98 @@ inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_
   }
   for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(y + r * ldy + v * 16, acc[r][v]);
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_ps(y + r * ldy + v * 16, v == NV - 1 ? last : __mmask16(0xFFFF), acc[r][v]);
 }
 
-// x: (B, H, W, C_in) fp32; act: int32 active output rows; wp: packed weights (sum over blocks of T*C_in*NR);
-// y: (N_active, C_out), C_out a multiple of 16.
+constexpr int64_t ROW_CHUNK = 64;              // rows sharing one pass over a weight panel
+constexpr int64_t PANEL_BYTES = 192 * 1024;   // one (taps x C_in x 48) weight panel, kept in L2
+
+// x: (B, H, W, C_in) fp32; act: int32 active output rows; wp: pack_direct(weight); y: (N_active, C_out), C_out a
+// multiple of 16. Rows in chunks of 64; per chunk, per block of 48 output channels, per group of taps whose weights
+// fit in L2, every block of 8 rows.
 void conv_rows_direct(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wp, int64_t Ho, int64_t Wo,
                       int64_t k, int64_t stride, int64_t pad, at::Tensor& y) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 4, "conv_rows_direct: fp32 NHWC x");
   TORCH_CHECK(y.scalar_type() == at::kFloat && y.is_contiguous() && wp.is_contiguous(), "conv_rows_direct: buffers");
-  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  const int64_t H = x.size(1), W = x.size(2), C = x.size(3);
   const int64_t Cout = y.size(1), T = k * k, n = act.numel();
-  TORCH_CHECK(Cout % 16 == 0 && wp.numel() == T * C * Cout, "conv_rows_direct: C_out must be a multiple of 16");
+  const int64_t CoutP = (Cout + 15) / 16 * 16;  // weights are packed with C_out padded to whole vectors
+  TORCH_CHECK(wp.numel() == T * C * CoutP, "conv_rows_direct: packed weights do not match");
   const int32_t* a = act.data_ptr<int32_t>();
   const float* xp = x.data_ptr<float>();
   const float* wpp = wp.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const int64_t hw = Ho * Wo;
-  (void)B;
-  at::parallel_for(0, (n + MR - 1) / MR, 1, [&](int64_t begin, int64_t end) {
+  const int64_t taps_per_group = std::max<int64_t>(1, PANEL_BYTES / (C * 48 * 4));
+  const int64_t nblocks = (CoutP + 47) / 48;
+  const int64_t nchunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
+  // work items: (row chunk, block of 48 output channels), so that small layers still split across threads
+  at::parallel_for(0, nchunks * nblocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> zeros(C, 0.f);
-    std::vector<const float*> ptr(MR * T);
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t r0 = blk * MR;
-      const int rows = static_cast<int>(std::min<int64_t>(MR, n - r0));
-      for (int r = 0; r < MR; ++r) {
-        if (r >= rows) {
-          for (int64_t t = 0; t < T; ++t) ptr[r * T + t] = zeros.data();
-          continue;
-        }
-        const int64_t f = a[r0 + r];
-        const int64_t b = f / hw, rem = f - b * hw, oh = rem / Wo, ow = rem - (rem / Wo) * Wo;
-        for (int64_t kh = 0; kh < k; ++kh) {
-          const int64_t ih = oh * stride - pad + kh;
-          for (int64_t kw = 0; kw < k; ++kw) {
-            const int64_t iw = ow * stride - pad + kw;
-            ptr[r * T + kh * k + kw] = (ih < 0 || ih >= H || iw < 0 || iw >= W)
-                                           ? zeros.data() : xp + ((b * H + ih) * W + iw) * C;
+    std::vector<const float*> ptr(ROW_CHUNK * T);
+    int64_t have = -1;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t chunk = item / nblocks, nb = item - chunk * nblocks;
+      const int64_t c0 = chunk * ROW_CHUNK;
+      const int64_t crow = std::min<int64_t>(ROW_CHUNK, n - c0);
+      if (chunk != have) {
+        have = chunk;
+        const int64_t padded = (crow + MR - 1) / MR * MR;
+        for (int64_t r = 0; r < padded; ++r) {
+          if (r >= crow) {
+            for (int64_t t = 0; t < T; ++t) ptr[r * T + t] = zeros.data();
+            continue;
+          }
+          const int64_t f = a[c0 + r];
+          const int64_t b = f / hw, rem = f - b * hw, oh = rem / Wo, ow = rem - (rem / Wo) * Wo;
+          for (int64_t kh = 0; kh < k; ++kh) {
+            const int64_t ih = oh * stride - pad + kh;
+            for (int64_t kw = 0; kw < k; ++kw) {
+              const int64_t iw = ow * stride - pad + kw;
+              ptr[r * T + kh * k + kw] = (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                                             ? zeros.data() : xp + ((b * H + ih) * W + iw) * C;
+            }
           }
         }
       }
-      const float* w = wpp;
-      for (int64_t n0 = 0; n0 < Cout; n0 += 48) {
-        const int64_t nr = std::min<int64_t>(48, Cout - n0);
-        float* yb = yp + r0 * Cout + n0;
-        if (nr == 48) igemm_block<3>(ptr.data(), T, C, w, yb, Cout, rows);
-        else if (nr == 32) igemm_block<2>(ptr.data(), T, C, w, yb, Cout, rows);
-        else igemm_block<1>(ptr.data(), T, C, w, yb, Cout, rows);
-        w += T * C * nr;
+      const int64_t n0 = nb * 48;
+      const int64_t nr = std::min<int64_t>(48, CoutP - n0);
+      const int64_t tail = std::min<int64_t>(16, (Cout - n0) - (nr - 16));  // valid columns of the last vector
+      const __mmask16 last = static_cast<__mmask16>((1u << tail) - 1u);
+      const float* w = wpp + T * C * n0;  // blocks before this one are 48 wide
+      for (int64_t t0 = 0; t0 < T; t0 += taps_per_group) {
+        const int64_t t1 = std::min(T, t0 + taps_per_group);
+        for (int64_t r0 = 0; r0 < crow; r0 += MR) {
+          const int rows = static_cast<int>(std::min<int64_t>(MR, crow - r0));
+          float* yb = yp + (c0 + r0) * Cout + n0;
+          const float* const* pr = ptr.data() + r0 * T;
+          if (t0 > 0) {
+            if (nr == 48) igemm_block<3, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
+            else if (nr == 32) igemm_block<2, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
+            else igemm_block<1, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
+          } else {
+            if (nr == 48) igemm_block<3, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
+            else if (nr == 32) igemm_block<2, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
+            else igemm_block<1, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
+          }
+        }
       }
     }
   });
 }
 
-// (C_out, C_in, k, k) fp32 -> blocks of 48 output channels, each (tap, c_in, 48) (the last block 16 or 32 wide).
+// (C_out, C_in, k, k) fp32 -> C_out zero-padded to whole vectors of 16, blocks of 48 output channels, each
+// (tap, c_in, 48) (the last block 16 or 32 wide).
 at::Tensor pack_direct(const at::Tensor& weight) {
   const int64_t Cout = weight.size(0), C = weight.size(1), T = weight.size(2) * weight.size(3);
-  TORCH_CHECK(Cout % 16 == 0, "pack_direct: C_out must be a multiple of 16");
-  auto wt = weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({T, C, Cout}).contiguous();  // (tap, c_in, c_out)
+  const int64_t CoutP = (Cout + 15) / 16 * 16;
+  auto wt = weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({T, C, Cout});  // (tap, c_in, c_out)
+  if (CoutP != Cout) wt = at::constant_pad_nd(wt, {0, CoutP - Cout});
+  wt = wt.contiguous();
   std::vector<at::Tensor> blocks;
-  for (int64_t n0 = 0; n0 < Cout; n0 += 48) {
-    const int64_t nr = std::min<int64_t>(48, Cout - n0);
+  for (int64_t n0 = 0; n0 < CoutP; n0 += 48) {
+    const int64_t nr = std::min<int64_t>(48, CoutP - n0);
     blocks.push_back(wt.narrow(2, n0, nr).contiguous().reshape({-1}));
   }
   return at::cat(blocks);
