@@ -195,7 +195,8 @@ inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_
       _mm512_mask_storeu_ps(y + r * ldy + v * 16, v == NV - 1 ? last : __mmask16(0xFFFF), acc[r][v]);
 }
 
-constexpr int64_t ROW_CHUNK = 64;              // rows sharing one pass over a weight panel
+constexpr int64_t MIN_ROW_CHUNK = 64;         // rows sharing one pass over a weight panel, at least
+constexpr int64_t MAX_ROW_CHUNK = 2048;
 constexpr int64_t PANEL_BYTES = 192 * 1024;   // one (taps x C_in x 48) weight panel, kept in L2
 
 // x: (B, H, W, C_in) fp32; act: int32 active output rows; wp: pack_direct(weight); y: (N_active, C_out), C_out a
@@ -216,6 +217,11 @@ void conv_rows_direct(const at::Tensor& x, const at::Tensor& act, const at::Tens
   const int64_t hw = Ho * Wo;
   const int64_t taps_per_group = std::max<int64_t>(1, PANEL_BYTES / (C * 48 * 4));
   const int64_t nblocks = (CoutP + 47) / 48;
+  // As few row chunks as keep every thread busy (each chunk streams all weights once), within [64, 2048] rows.
+  const int64_t threads = at::get_num_threads();
+  const int64_t want_chunks = std::max<int64_t>(1, (2 * threads + nblocks - 1) / nblocks);
+  const int64_t ROW_CHUNK =
+      (std::clamp<int64_t>((n + want_chunks - 1) / want_chunks, MIN_ROW_CHUNK, MAX_ROW_CHUNK) + MR - 1) / MR * MR;
   const int64_t nchunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
   // work items: (row chunk, block of 48 output channels), so that small layers still split across threads
   at::parallel_for(0, nchunks * nblocks, 1, [&](int64_t begin, int64_t end) {

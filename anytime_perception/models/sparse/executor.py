@@ -34,18 +34,19 @@ from ._ext import extension
 # Per-layer dense fallback: above this share of active output pixels a conv runs densely (oneDNN) and the fused
 # epilogue fixes the skipped pixels. Keyed by (dtype, kernel, stride): ((max C_out, threshold), ...). Crossovers
 # measured with `benchmarks/sparse_speedup.py --calibrate` on the development machine (2 vCPU, AVX-512 + AMX) for
-# HRNet-W48's units at 512x1024: fp32 0.6-0.9; bf16 much lower for few channels, because AMX makes the dense conv
-# so fast that the gather and scatter traffic of a sparse conv costs as much as the whole dense conv.
+# HRNet-W48's units at 512x1024: fp32 (direct kernel) 0.85-0.95; bf16 much lower for few channels, because AMX makes
+# the dense conv so fast that the gather and scatter traffic of a sparse conv costs as much as the whole dense conv.
 DENSE_ABOVE: dict[tuple[str, int, int], tuple[tuple[float, float], ...]] = {
-    ("float32", 3, 1): ((128, 0.7), (256, 0.75), (math.inf, 0.85)),
-    ("float32", 3, 2): ((128, 0.8), (math.inf, 0.9)),
-    ("float32", 1, 1): ((32, 0.65), (256, 0.8), (math.inf, 0.9)),
+    ("float32", 3, 1): ((math.inf, 0.85),),
+    ("float32", 3, 2): ((math.inf, 0.9),),
+    ("float32", 1, 1): ((math.inf, 0.9),),
     ("bfloat16", 3, 1): ((128, 0.35), (256, 0.65), (math.inf, 0.9)),
     ("bfloat16", 3, 2): ((128, 0.55), (math.inf, 0.85)),
     ("bfloat16", 1, 1): ((32, 0.45), (256, 0.65), (math.inf, 0.9)),
 }
-# A 3x3 conv gathers 9*C_in values per computed pixel for 9*C_in*C_out MACs: with few output channels the gather
-# costs more than the GEMM saves (transition 1: 256 -> 48 channels). Threshold for C_in >= 4 * C_out.
+# The gather route (bf16, or fp32 without the direct kernel) copies 9*C_in values per computed pixel of a 3x3 conv for
+# 9*C_in*C_out MACs: with few output channels the copy costs more than the GEMM saves (transition 1: 256 -> 48).
+# Threshold for C_in >= 4 * C_out on that route.
 GATHER_BOUND_DENSE_ABOVE = 0.5
 DEFAULT_DENSE_ABOVE = 0.8
 # Gathered im2col rows per GEMM: about this many bytes of A (cache-sized for fp32; oneDNN's bf16 GEMM wants more rows).
@@ -202,7 +203,8 @@ class SparseExecution:
         table = self.dense_above if isinstance(self.dense_above, dict) else DENSE_ABOVE
         key = (str(dtype).replace("torch.", ""), conv.kernel_size[0], conv.stride[0])
         threshold = next((t for c, t in table.get(key, ()) if conv.out_channels <= c), DEFAULT_DENSE_ABOVE)
-        if conv.kernel_size[0] > 1 and conv.in_channels >= 4 * conv.out_channels:
+        if conv.kernel_size[0] > 1 and conv.in_channels >= 4 * conv.out_channels and not (
+                dtype == torch.float32 and USE_DIRECT and extension() is not None):
             threshold = min(threshold, GATHER_BOUND_DENSE_ABOVE)
         return threshold
 
