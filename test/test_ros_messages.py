@@ -28,7 +28,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from anytime_perception.ros.image_codec import confidence_to_image, image_to_array, labels_to_image
 
 ROOT = Path(__file__).resolve().parents[1]
-STOP_REASONS = ("none", "last_exit", "deadline", "preempted", "predicted_miss", "cancelled")
+STOP_REASONS = ("none", "last_exit", "deadline", "preempted", "predicted_miss", "cancelled", "superseded", "expired",
+                "stale", "evicted", "failed", "shutdown")   # "none" + every runtime EndReason
 
 
 def _header(sec=12, nanosec=345, frame_id="front_camera"):
@@ -78,7 +79,8 @@ def test_message_fields_are_the_public_interface():
         assert pose[name] == seg[name]
     assert Keypoint.get_fields_and_field_types() == {"id": "uint16", "name": "string", "x": "float", "y": "float",
                                                      "score": "float"}
-    assert set(PriorityEvent.get_fields_and_field_types()) == {"header", "priority", "deadline_ms", "reason", "source"}
+    assert set(PriorityEvent.get_fields_and_field_types()) == {"header", "priority", "deadline_ms", "reason", "source",
+                                                               "num_frames"}
     for cls in (AnytimeSegmentation, AnytimePose):
         assert sorted(getattr(cls, f"STOP_{r.upper()}") for r in STOP_REASONS) == sorted(STOP_REASONS)
 
