@@ -1,0 +1,238 @@
+"""From one exit of one frame to the node's output messages (no publishing here; the node decides where they go).
+
+Every output carries the input frame's header unchanged. Segmentation masks (labels, confidence, computed
+positions) are at the model's output resolution (1/4 of the model's input size, covering the whole input frame);
+overlays at the model's input size; each image gets a CameraInfo for its own size (the input camera's calibration
+scaled, or a pinhole guess when the input has none), so rviz2's Camera display projects it correctly.
+Keypoints are in the input frame's pixel coordinates.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from builtin_interfaces.msg import Duration as DurationMsg
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from ..data.labels import MPII_JOINTS, MPII_SKELETON, class_names, palette
+from ..msg import AnytimePose, AnytimeSegmentation, ClassLabel, Keypoint, LabelInfo
+from .image_codec import array_to_image, confidence_to_image, labels_to_image, pinhole_camera_info, rgb_to_image
+from .image_codec import scale_camera_info
+
+IGNORE_ID = 255
+MARKER_LIFETIME_S = 1.0     # a skeleton disappears from rviz2 when no newer exit replaces it within this time
+
+
+@dataclass
+class FrameInfo:
+    """What the node keeps with each submitted frame (``Job.meta['frame']``)."""
+
+    header: Header            # the input header, published unchanged
+    stamp: float              # seconds the runtime measures deadlines from (header stamp, or arrival if unstamped)
+    number: int               # running count of accepted frames (frame_number in the messages)
+    width: int                # the input frame's size
+    height: int
+    rgb: np.ndarray | None    # the frame as the model saw it (model input size, uint8 RGB), for overlays
+    camera: object = None     # the node's CameraInput, None for action goals
+    goal: object = None       # the node's goal state for action goals
+
+
+# ----- label maps -----------------------------------------------------------------------------------------------
+class LabelMap:
+    """Names and colours of a model's classes (segmentation) or joints (pose)."""
+
+    def __init__(self, task: str, num_outputs: int):
+        self.task = task
+        if task == "pose":
+            self.names = list(MPII_JOINTS[:num_outputs]) + [f"joint_{i}" for i in range(len(MPII_JOINTS),
+                                                                                         num_outputs)]
+            self.skeleton = [(a, b) for a, b in MPII_SKELETON if a < num_outputs and b < num_outputs]
+        else:
+            self.names = class_names(num_outputs)
+            self.skeleton = []
+        self.colors = np.asarray(palette(num_outputs), np.uint8)           # (K, 3) RGB
+        # labels above the class count (never produced) and IGNORE_ID map to black
+        self.lut = np.zeros((256, 3), np.uint8)
+        self.lut[: len(self.colors)] = self.colors
+
+    def message(self, header: Header, model_name: str, num_exits: int) -> LabelInfo:
+        classes = [ClassLabel(id=i, name=name, color=ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0,
+                                                               a=1.0))
+                   for i, (name, c) in enumerate(zip(self.names, self.colors.tolist()))]
+        return LabelInfo(header=header, task="pose" if self.task == "pose" else "segmentation", model=model_name,
+                         num_exits=num_exits, classes=classes, ignore_id=IGNORE_ID,
+                         skeleton=[i for pair in self.skeleton for i in pair])
+
+
+# ----- camera models --------------------------------------------------------------------------------------------
+class CameraModel:
+    """The latest CameraInfo of an input (or a pinhole guess) and CameraInfos for output images of any size."""
+
+    def __init__(self):
+        self.info: CameraInfo | None = None
+        self._cache: dict[tuple, CameraInfo] = {}
+
+    def update(self, info: CameraInfo) -> None:
+        if info.width == 0 or info.height == 0:
+            return
+        self.info = info
+        self._cache.clear()
+
+    def for_size(self, header: Header, frame_w: int, frame_h: int, width: int, height: int) -> CameraInfo:
+        """A CameraInfo for an image of ``width`` x ``height`` covering the input frame (``frame_w`` x
+        ``frame_h``), stamped with ``header``."""
+        info = self.info
+        key = (id(info), frame_w, frame_h, width, height)
+        template = self._cache.get(key)
+        if template is None:
+            source = info if info is not None else pinhole_camera_info(Header(), frame_w, frame_h)
+            template = scale_camera_info(source, width, height)
+            if len(self._cache) > 32:
+                self._cache.clear()
+            self._cache[key] = template
+        return CameraInfo(header=header, width=template.width, height=template.height,
+                          distortion_model=template.distortion_model, d=template.d, k=template.k, r=template.r,
+                          p=template.p)
+
+    def intrinsics(self, frame_w: int, frame_h: int) -> tuple[float, float, float, float]:
+        """(fx, fy, cx, cy) for the input frame's pixels."""
+        info = self.for_size(Header(), frame_w, frame_h, frame_w, frame_h)
+        k = info.k
+        return float(k[0]), float(k[4]), float(k[2]), float(k[5])
+
+
+# ----- segmentation ---------------------------------------------------------------------------------------------
+@dataclass
+class SegmentationArrays:
+    labels: np.ndarray        # (h, w) uint8 class ids
+    confidence: np.ndarray    # (h, w) float32 in [0, 1]
+    computed: np.ndarray      # (h, w) uint8, 255 = computed at this exit, 0 = carried over
+
+
+def segmentation_arrays(exit_result, batch_index: int = 0) -> SegmentationArrays:
+    logits = exit_result.logits[batch_index]
+    labels = logits.argmax(dim=0).to("cpu").numpy().astype(np.uint8)
+    confidence = exit_result.confidence[batch_index].float().to("cpu").numpy()
+    if exit_result.compute_mask is None:
+        computed = np.full(labels.shape, 255, np.uint8)
+    else:
+        computed = (exit_result.compute_mask[batch_index] > 0.5).to("cpu").numpy().astype(np.uint8) * 255
+    return SegmentationArrays(labels, confidence, computed)
+
+
+def segmentation_overlay(rgb: np.ndarray, labels: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
+    """Class colours of ``labels`` (nearest-resized to ``rgb``'s size) blended over ``rgb`` (uint8 RGB)."""
+    colours = lut[labels]
+    height, width = rgb.shape[:2]
+    if colours.shape[:2] != (height, width):
+        colours = cv2.resize(colours, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
+
+
+def segmentation_message(result, frame: FrameInfo, arrays: SegmentationArrays, confidence_encoding: str,
+                         model_time: float, end_to_end: float) -> AnytimeSegmentation:
+    header = frame.header
+    msg = AnytimeSegmentation(header=header, **_metadata(result, frame, model_time, end_to_end))
+    msg.labels = labels_to_image(arrays.labels, header)
+    msg.confidence = confidence_to_image(arrays.confidence, header, confidence_encoding)
+    msg.computed = array_to_image(arrays.computed, "mono8", header)
+    return msg
+
+
+def _metadata(result, frame: FrameInfo, model_time: float, end_to_end: float) -> dict:
+    exit_result = result.exit
+    deadline_ms = 0.0 if result.deadline is None else (result.deadline - frame.stamp) * 1000.0
+    timings = result.timings
+    return dict(
+        exit_index=int(exit_result.index), num_exits=int(exit_result.num_exits), is_final=bool(result.is_final),
+        stop_reason=result.final_reason.value if result.final_reason is not None else AnytimeSegmentation.STOP_NONE,
+        frame_number=frame.number % (1 << 32),
+        computed_fraction=float(exit_result.computed_fraction[0]), gflops=float(exit_result.gflops[0]),
+        deadline_ms=deadline_ms, priority=int(result.priority),
+        queue_wait_ms=_ms(timings.queue_wait), exit_time_ms=_ms(timings.model_time), model_time_ms=_ms(model_time),
+        end_to_end_ms=_ms(end_to_end))
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0 if math.isfinite(seconds) else 0.0
+
+
+# ----- pose -----------------------------------------------------------------------------------------------------
+def pose_keypoints(exit_result, frame_w: int, frame_h: int, batch_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(J, 2) keypoint coordinates (x, y) in the input frame's pixels and (J,) scores of one exit."""
+    from ..tasks.pose import decode_heatmaps
+
+    heatmaps = exit_result.logits[batch_index : batch_index + 1].float().to("cpu")
+    coords, scores = decode_heatmaps(heatmaps, (frame_h, frame_w))
+    return coords[0].numpy(), scores[0].numpy()
+
+
+def pose_message(result, frame: FrameInfo, coords: np.ndarray, scores: np.ndarray, labels: LabelMap,
+                 model_time: float, end_to_end: float, computed: np.ndarray) -> AnytimePose:
+    keypoints = [Keypoint(id=j, name=labels.names[j], x=float(coords[j, 0]), y=float(coords[j, 1]),
+                          score=float(scores[j])) for j in range(len(scores))]
+    msg = AnytimePose(header=frame.header, image_width=frame.width, image_height=frame.height, keypoints=keypoints,
+                      **_metadata(result, frame, model_time, end_to_end))
+    msg.computed = array_to_image(computed, "mono8", frame.header)
+    return msg
+
+
+def pose_computed(exit_result, batch_index: int = 0) -> np.ndarray:
+    shape = tuple(exit_result.logits.shape[-2:])
+    if exit_result.compute_mask is None:
+        return np.full(shape, 255, np.uint8)
+    return (exit_result.compute_mask[batch_index] > 0.5).to("cpu").numpy().astype(np.uint8) * 255
+
+
+def pose_overlay(rgb: np.ndarray, coords: np.ndarray, scores: np.ndarray, frame_w: int, frame_h: int,
+                 labels: LabelMap, min_score: float) -> np.ndarray:
+    """The skeleton drawn on ``rgb`` (the frame at the model's input size); coordinates are in frame pixels."""
+    out = rgb.copy()
+    height, width = out.shape[:2]
+    sx, sy = width / frame_w, height / frame_h
+    points = [(int(round((x + 0.5) * sx - 0.5)), int(round((y + 0.5) * sy - 0.5))) for x, y in coords]
+    visible = scores >= min_score
+    thickness = max(1, round(min(width, height) / 160))
+    for a, b in labels.skeleton:
+        if visible[a] and visible[b]:
+            cv2.line(out, points[a], points[b], (255, 255, 255), thickness, cv2.LINE_AA)
+    for j, point in enumerate(points):
+        if visible[j]:
+            cv2.circle(out, point, thickness + 2, tuple(int(c) for c in labels.colors[j]), -1, cv2.LINE_AA)
+    return out
+
+
+def pose_markers(header: Header, coords: np.ndarray, scores: np.ndarray, intrinsics: tuple[float, float, float, float],
+                 labels: LabelMap, min_score: float, scale: float, namespace: str) -> MarkerArray:
+    """The skeleton as markers in the input's frame: each keypoint's pixel (u, v) is back-projected to depth 1 m
+    through the camera model, (x, y, z) = ((u - cx) / fx, (v - cy) / fy, 1), so rviz2's Camera display draws it on
+    the image and a 3D view shows it 1 m in front of the camera. Joints: a SPHERE_LIST (id 0); bones: a LINE_LIST
+    (id 1); keypoints below ``min_score`` are left out; markers expire after MARKER_LIFETIME_S."""
+    fx, fy, cx, cy = intrinsics
+    visible = scores >= min_score
+    points = [Point(x=(float(u) - cx) / fx, y=(float(v) - cy) / fy, z=1.0) for u, v in coords]
+    lifetime = DurationMsg(sec=int(MARKER_LIFETIME_S), nanosec=int((MARKER_LIFETIME_S % 1) * 1e9))
+    joints = Marker(header=header, ns=namespace, id=0, type=Marker.SPHERE_LIST, action=Marker.ADD, lifetime=lifetime)
+    joints.pose.orientation.w = 1.0
+    joints.scale.x = joints.scale.y = joints.scale.z = scale
+    for j in np.flatnonzero(visible):
+        c = labels.colors[j]
+        joints.points.append(points[j])
+        joints.colors.append(ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0))
+    bones = Marker(header=header, ns=namespace, id=1, type=Marker.LINE_LIST, action=Marker.ADD, lifetime=lifetime)
+    bones.pose.orientation.w = 1.0
+    bones.scale.x = scale / 2.0
+    bones.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+    for a, b in labels.skeleton:
+        if visible[a] and visible[b]:
+            bones.points += [points[a], points[b]]
+    return MarkerArray(markers=[joints, bones])
+
+
+def overlay_image(rgb: np.ndarray, header: Header):
+    return rgb_to_image(rgb, header)
