@@ -36,6 +36,7 @@ setup(
             "anytime-perception = anytime_perception.cli:main",
             "anytime_node = anytime_perception.ros.node:main",
             "anytime_player = anytime_perception.ros.player:main",
+            "anytime-demo = anytime_perception.ros.demo:main",
         ],
     },
 )

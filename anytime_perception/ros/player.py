@@ -22,6 +22,7 @@ Parameters (all declared with descriptors; ``ros2 param describe`` shows them):
     publish_camera_info (bool, true), horizontal_fov_deg (double, 60.0)
     publish_compressed (bool, false), jpeg_quality (int, 90)
     wait_for_subscribers (int, 0)  wait until this many subscriptions match `image` before the first frame
+    wait_for_compressed_subscribers (int, 0)  ... and this many match `image/compressed`
     wait_timeout_s (double, 10.0)  give up waiting after this long (then play anyway, with a warning)
     exit_when_done (bool, true)    end the process after the last frame (the console script only)
 
@@ -166,6 +167,9 @@ class FramePlayer(Node):
         self.wait_for_subscribers = _declare(self, "wait_for_subscribers", 0,
                                              "wait for this many subscriptions on image before the first frame",
                                              int_range=(0, 1000))
+        self.wait_for_compressed = _declare(self, "wait_for_compressed_subscribers", 0,
+                                            "also wait for this many subscriptions on image/compressed",
+                                            int_range=(0, 1000))
         self.wait_timeout_s = _declare(self, "wait_timeout_s", 10.0, "give up waiting for subscribers after this",
                                        float_range=(0.0, 3600.0))
         self.exit_when_done = _declare(self, "exit_when_done", True,
@@ -198,15 +202,17 @@ class FramePlayer(Node):
             f"on {self.image_pub.topic_name}")
 
     def _ready(self) -> bool:
-        if self.wait_for_subscribers <= 0:
+        compressed = 0 if self.compressed_pub is None else self.wait_for_compressed
+        if self.wait_for_subscribers <= 0 and compressed <= 0:
             return True
         matched = self.image_pub.get_subscription_count()
-        if matched >= self.wait_for_subscribers:
+        if matched >= self.wait_for_subscribers and (
+                compressed <= 0 or self.compressed_pub.get_subscription_count() >= compressed):
             return True
         if time.monotonic() - self._wait_started > self.wait_timeout_s:
             self.get_logger().warning(
                 f"{matched} of {self.wait_for_subscribers} subscribers after {self.wait_timeout_s:g} s; playing anyway")
-            self.wait_for_subscribers = 0
+            self.wait_for_subscribers = self.wait_for_compressed = 0
             return True
         return False
 
