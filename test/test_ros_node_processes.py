@@ -39,13 +39,19 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
+CLIENTS = []
+
+
 def wait_for(predicate, timeout=60.0, what="condition", process=None):
     end = time.monotonic() + timeout
     while not predicate():
         if process is not None and process.poll() is not None:
             raise AssertionError(f"the node exited ({process.returncode}) while waiting for {what}")
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            seen = [{k: v for k, v in c.diagnostics.items()} for c in CLIENTS[-1:]]
+            results = [{cam: [(m.header.frame_id, m.exit_index, m.stop_reason) for m in r]
+                        for cam, r in c.results.items()} for c in CLIENTS[-1:]]
+            raise AssertionError(f"timed out waiting for {what}; diagnostics {seen}; results {results}")
         time.sleep(0.01)
 
 
@@ -96,6 +102,7 @@ class Client:
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
+        CLIENTS.append(self)
 
     def _on_diagnostics(self, msg):
         for status in msg.status:
