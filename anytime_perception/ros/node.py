@@ -28,6 +28,7 @@ Every output carries the input's header unchanged. The parameters are described 
 from __future__ import annotations
 
 import math
+import queue
 import sys
 import threading
 import time
@@ -85,6 +86,17 @@ class ConfigurationError(RuntimeError):
 
 def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def normalise(rgb: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ``pixel * scale - offset`` per channel, with OpenCV's vectorised
+    kernels (1 ms for 512x1024 on one core, 4-18 ms with a permuted torch conversion)."""
+    import cv2
+
+    out = np.empty((3,) + rgb.shape[:2], np.float32)
+    for c, plane in enumerate(cv2.split(rgb)):
+        cv2.addWeighted(plane, float(scale[c]), plane, 0.0, -float(offset[c]), dst=out[c], dtype=cv2.CV_32F)
+    return out
 
 
 class RosClock:
@@ -219,6 +231,11 @@ class AnytimePerception:
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._action_group = ReentrantCallbackGroup()
         self._publishers: list = []
+        # Results go from the runtime's worker to this queue and are turned into messages and published by the
+        # output thread, in order, so the next model step never waits for message building and publication.
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._output_thread: threading.Thread | None = None
+        self.outbox_peak = 0
         self._event_sub = self._label_pub = self._diag_pub = self._diag_timer = self._action_server = None
         self._warned_unstamped = False
 
@@ -324,7 +341,7 @@ class AnytimePerception:
         self.labels = out.LabelMap(self.loaded.task, model.config.outputs)
         latency = self._warm_up(model, s.input_size)
         self.executor = AnytimeExecutor(model, policies=s.policies(), clock=RosClock(self.node),
-                                        on_result=self._on_result, on_end=self._on_end, latency_model=latency,
+                                        on_result=self._outbox.put, on_end=self._outbox.put, latency_model=latency,
                                         name=f"{self.node.get_name()}-runtime")
         names = s.camera_names or [""]
         self.cameras = [CameraInput(name=n, source=n or DEFAULT_CAMERA_SOURCE, prefix=f"{n}/" if n else "")
@@ -401,6 +418,9 @@ class AnytimePerception:
                     qos_overriding_options=QoSOverridingOptions.with_default_policies()))
         self._event_sub = self.node.create_subscription(PriorityEvent, "priority_event", self._on_priority_event,
                                                         EVENT_QOS, callback_group=self._control_group)
+        self._output_thread = threading.Thread(target=self._output_loop, name=f"{self.node.get_name()}-output",
+                                               daemon=True)
+        self._output_thread.start()
         self.executor.start()
         self.active = True
         header = Header(stamp=self.node.get_clock().now().to_msg())
@@ -426,6 +446,10 @@ class AnytimePerception:
             self._diag_timer = None
         if self.executor is not None:
             self.executor.stop()
+        if self._output_thread is not None:
+            self._outbox.put(None)          # after every result and end the stopped executor delivered
+            self._output_thread.join()
+            self._output_thread = None
 
     def cleanup(self) -> None:
         """Release the model, the runtime, the publishers and the action server."""
@@ -509,9 +533,7 @@ class AnytimePerception:
         if (height, width) != size:
             shrink = size[0] * size[1] < height * width
             rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(torch.float32)
-        pixels.mul_(torch.from_numpy(self._scale)).sub_(torch.from_numpy(self._offset))
-        tensor = pixels.permute(2, 0, 1).contiguous()
+        tensor = torch.from_numpy(normalise(rgb, self._scale, self._offset))
         stamp = stamp_seconds(header.stamp)
         if stamp == 0.0:
             counters.unstamped += 1
@@ -558,7 +580,25 @@ class AnytimePerception:
         self.log.info(f"priority event {msg.reason!r}: {frames} of "
                       f"{', '.join(c.label for c in targets)} at priority {msg.priority}{deadline}")
 
-    # ----- results (runtime worker thread) ------------------------------------------------------------------------
+    # ----- results (output thread) ---------------------------------------------------------------------------------
+    def _output_loop(self) -> None:
+        from ..runtime import JobResult
+
+        while True:
+            depth = self._outbox.qsize()
+            if depth > self.outbox_peak:
+                self.outbox_peak = depth
+            note = self._outbox.get()
+            if note is None:
+                return
+            try:
+                if isinstance(note, JobResult):
+                    self._on_result(note)
+                else:
+                    self._on_end(note)
+            except Exception as error:  # noqa: BLE001 - the output thread must keep going
+                self.log.error(f"output thread: {type(error).__name__}: {error}")
+
     def _on_result(self, result) -> None:
         began = time.perf_counter()
         frame: out.FrameInfo = result.job.meta["frame"]
@@ -808,7 +848,7 @@ class AnytimePerception:
         info = {"model": self.settings.model, "weights": self.loaded.weights, "device": self.settings.device,
                 "input_size": "frame size" if self.settings.input_size is None else
                 "x".join(map(str, self.settings.input_size)), "frames_accepted": self.frame_count,
-                "priority_events_ignored": self.events_ignored}
+                "priority_events_ignored": self.events_ignored, "output_queue_peak": self.outbox_peak}
         statuses = [diag.runtime_status(f"{node}: runtime", hardware, info, stats, dict(self._output_time))]
         for name, (source, counters) in self.source_stats().items():
             label = f"{node}: {'action perceive' if name == ACTION_SOURCE else f'camera {name}' if name else 'input image'}"
@@ -862,7 +902,11 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.utilities import remove_ros_args
 
     argv = sys.argv if argv is None else argv
-    extra = remove_ros_args(argv)[1:]
+    try:
+        extra = remove_ros_args(argv)[1:]
+    except Exception as error:  # noqa: BLE001 - rclpy's RCLInvalidROSArgsError is not importable by name
+        print(f"anytime_node: bad --ros-args: {error}", file=sys.stderr)
+        return 2
     lifecycle = "--lifecycle" in extra
     unknown = [a for a in extra if a != "--lifecycle"]
     if unknown:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 from builtin_interfaces.msg import Duration as DurationMsg
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo
@@ -114,9 +115,16 @@ class SegmentationArrays:
     computed: np.ndarray      # (h, w) uint8, 255 = computed at this exit, 0 = carried over
 
 
+def class_ids(logits) -> np.ndarray:
+    """(K, h, w) logits -> (h, w) uint8 argmax. On the CPU numpy's argmax over the class axis is ~4x faster than
+    torch's (1.5 vs 5.8 ms for 19 x 128 x 256); on a GPU the argmax runs there and only the ids are copied."""
+    if logits.device.type == "cpu":
+        return logits.detach().numpy().argmax(axis=0).astype(np.uint8)
+    return logits.argmax(dim=0).to(dtype=torch.uint8).cpu().numpy()
+
+
 def segmentation_arrays(exit_result, batch_index: int = 0) -> SegmentationArrays:
-    logits = exit_result.logits[batch_index]
-    labels = logits.argmax(dim=0).to("cpu").numpy().astype(np.uint8)
+    labels = class_ids(exit_result.logits[batch_index])
     confidence = exit_result.confidence[batch_index].float().to("cpu").numpy()
     if exit_result.compute_mask is None:
         computed = np.full(labels.shape, 255, np.uint8)

@@ -260,13 +260,17 @@ def defaults() -> dict[str, Any]:
     return {p.name: (list(p.default) if isinstance(p.default, list) else p.default) for p in PARAMETERS}
 
 
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def markdown_table() -> str:
     """The parameter table of the README (kept in sync by a test)."""
     rows = ["| parameter | type | default | changeable | description |", "|---|---|---|---|---|"]
     for p in PARAMETERS:
         default = "not set" if p.kind == "string_array" else f"`{p.default!r}`" if isinstance(p.default, str) else (
             f"`{str(p.default).lower()}`" if isinstance(p.default, bool) else f"`{p.default}`")
-        extra = f" (range {p.range[0]:g}..{p.range[1]:g})" if p.range else ""
+        extra = f" (range {_num(p.range[0])}..{_num(p.range[1])})" if p.range else ""
         extra += f" (one of {', '.join(p.choices)})" if p.choices else ""
         rows.append(f"| `{p.name}` | {p.type_name} | {default} | {'no' if p.read_only else 'yes'} | "
                     f"{p.description}{extra} |")

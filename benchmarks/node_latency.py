@@ -1,0 +1,216 @@
+"""anytime_node's own latency per exit: image published -> exit received, minus the model's compute.
+
+    .venv/bin/python benchmarks/node_latency.py             # ~4 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/node_latency.py --quick     # 512x1024 only, fewer frames, ~1.5 minutes
+
+For each image size (512x1024 and 1024x2048 rgb8, 1.5 and 6.3 MB) and each placement (the node in this process; the
+node in another process, both with the Fast DDS large-image profile) frames are published one at a time, each
+stamped just before publication, and every exit of every frame is received on `segmentation` (reliable). The
+model runs at the image's own size (`adpc_hrnet_w18s_seg`, one torch thread, its initial weights: every exit
+computes every pixel, which changes model time only, not the node's work per exit). Per exit:
+
+    latency   = reception time - header.stamp                      (one clock: the same machine)
+    model     = model_time_ms of the message (model steps of this frame up to this exit)
+    overhead  = latency - model: moving the image in, decoding, resizing and normalising it, queueing and
+                scheduling, turning the exit into messages, publishing and delivering them
+      node    = end_to_end_ms - model_time_ms (stamp to publication inside the node)
+      out     = latency - end_to_end_ms (publication to reception)
+
+Rows "+ images" also subscribe to labels/confidence/computed/overlay (what rviz2 shows), so the node builds and
+publishes those too (it skips outputs nobody subscribes to). Target: overhead < 3 ms per exit at 512x1024 in one
+process. Numbers depend on the machine and on whatever else runs on it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import numpy as np
+
+
+def _percentile(values, q):
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class Client:
+    """Publishes frames and receives exits (and, optionally, the image outputs) in this process."""
+
+    def __init__(self, context, namespace, images: bool):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from anytime_perception.msg import AnytimeSegmentation
+
+        reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+        self.node = rclpy.create_node("latency_client", namespace=namespace, context=context)
+        self.received: list[tuple[int, object]] = []
+        self.lock = threading.Lock()
+        self.node.create_subscription(AnytimeSegmentation, "segmentation", self._on_exit, reliable)
+        if images:
+            for kind in ("labels", "confidence", "computed", "overlay"):
+                self.node.create_subscription(Image, f"{kind}/image", lambda m: None, reliable)
+        self.publisher = self.node.create_publisher(Image, "image", reliable)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on_exit(self, msg) -> None:
+        now = time.time_ns()
+        with self.lock:
+            self.received.append((now, msg))
+
+    def finals(self) -> int:
+        with self.lock:
+            return sum(m.is_final for _, m in self.received)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5)
+        self.node.destroy_node()
+
+
+def _frame(pixels: np.ndarray, frame_id: str):
+    from std_msgs.msg import Header
+
+    from anytime_perception.ros.image_codec import array_to_image
+
+    msg = array_to_image(pixels, "rgb8", Header(frame_id=frame_id))
+    now = time.time_ns()                       # stamped just before publication
+    msg.header.stamp.sec, msg.header.stamp.nanosec = now // 10**9, now % 10**9
+    return msg
+
+
+def _wait(predicate, timeout, what, process=None):
+    end = time.monotonic() + timeout
+    while not predicate():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the node exited while waiting for {what}")
+        if time.monotonic() > end:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def measure(size, placement, frames, images, progress_label) -> dict:
+    """One configuration: returns per-exit lists of (latency, model, node, out) in ms."""
+    import rclpy
+
+    from anytime_perception.ros.fastdds import use_large_image_profile
+    from anytime_perception.ros.node import AnytimeNode, make_executor
+
+    height, width = size
+    namespace = f"/lat_{uuid.uuid4().hex[:8]}"
+    params = {"input_height": height, "input_width": width, "checkpoint": "", "torch_threads": 1,
+              "policies.frames": "fifo", "deadline_ms": 0.0}
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = process = spinner = None
+    try:
+        if placement == "one process":
+            from rclpy.parameter import Parameter
+
+            node = AnytimeNode(context=context, namespace=namespace,
+                               parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+            node_executor = make_executor(node, context=context)
+            spinner = threading.Thread(target=node_executor.spin, daemon=True)
+            spinner.start()
+        else:
+            env = dict(os.environ)
+            use_large_image_profile(env)
+            command = [sys.executable, "-m", "anytime_perception.ros.node", "--ros-args", "-r", f"__ns:={namespace}"]
+            for name, value in params.items():
+                command += ["-p", f"{name}:={value if value != '' else repr('')}"]
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Client(context, namespace, images)
+        try:
+            _wait(lambda: client.publisher.get_subscription_count() > 0, 600, "the node to start", process)
+            time.sleep(1.0)          # let discovery settle (all endpoints of both sides matched)
+            rng = np.random.default_rng(0)
+            pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            for i in range(frames + 1):          # the first frame is a warm-up of this configuration, not counted
+                before = client.finals()
+                client.publisher.publish(_frame(pixels, f"f{i}"))
+                _wait(lambda: client.finals() > before, 600, f"frame {i}", process)
+                sys.stderr.write(f"\r{progress_label}: frame {i}/{frames}")
+                sys.stderr.flush()
+            sys.stderr.write("\n")
+        finally:
+            client.close()
+        per_exit: dict[int, list] = {}
+        for received_ns, msg in client.received:
+            if msg.header.frame_id == "f0":
+                continue
+            stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            latency = (received_ns - stamp_ns) / 1e6
+            per_exit.setdefault(msg.exit_index, []).append(
+                (latency, msg.model_time_ms, msg.end_to_end_ms - msg.model_time_ms, latency - msg.end_to_end_ms))
+        return per_exit
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if process is not None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        rclpy.try_shutdown(context=context)
+        if spinner is not None:
+            spinner.join(timeout=5)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="512x1024 only, 4 frames per configuration")
+    parser.add_argument("--frames", type=int, default=None, help="frames per configuration (default 6 / 3)")
+    args = parser.parse_args(argv)
+
+    from anytime_perception.ros.fastdds import use_large_image_profile
+
+    use_large_image_profile()                  # this process too (it publishes the images)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.pop("ROS_PYTHON_CHECK_FIELDS", None)
+    import torch
+
+    torch.set_num_threads(1)
+    configs = [((512, 1024), "one process", False), ((512, 1024), "one process", True),
+               ((512, 1024), "two processes", False)]
+    if not args.quick:
+        configs += [((1024, 2048), "one process", False), ((1024, 2048), "two processes", False)]
+    rows = []
+    for size, placement, images in configs:
+        frames = args.frames or (4 if args.quick else (6 if size[0] <= 512 else 3))
+        label = f"{size[0]}x{size[1]} {placement}{' + images' if images else ''}"
+        per_exit = measure(size, placement, frames, images, label)
+        for k in sorted(per_exit):
+            values = per_exit[k]
+            latency, model, node, out = (list(v) for v in zip(*values))
+            overhead = [a - b for a, b in zip(latency, model)]
+            rows.append((label, k, len(values), statistics.median(latency), statistics.median(model),
+                         statistics.median(overhead), _percentile(overhead, 90), statistics.median(node),
+                         statistics.median(out)))
+    print()
+    print("| image, placement | exit | n | latency ms (median) | model ms | overhead ms median | overhead p90 | "
+          "of which in node | of which delivery |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, k, n, latency, model, overhead, p90, node, out in rows:
+        print(f"| {label} | {k} | {n} | {latency:.1f} | {model:.1f} | {overhead:.2f} | {p90:.2f} | {node:.2f} | "
+              f"{out:.2f} |")
+    target = [r for r in rows if r[0] == "512x1024 one process"]
+    if target:
+        worst = max(r[5] for r in target)
+        print(f"\ntarget: overhead < 3 ms per exit at 512x1024 in one process: worst exit median {worst:.2f} ms "
+              f"-> {'met' if worst < 3.0 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
