@@ -227,7 +227,7 @@ def test_parameter_files_are_ros_params_yaml(params):
             isinstance(value, list) and len({type(v) for v in value}) == 1), name
     task = "seg" if params == "seg.yaml" else "pose"
     assert values["model"].endswith(f"_{task}")
-    assert {k.split(".", 1)[1] for k in values if k.startswith("policies.")} == {"frames", "deadline", "priority",
+    assert {k.split(".", 1)[1] for k in values if k.startswith("policies.")} >= {"frames", "deadline", "priority",
                                                                                  "suspend"}
 
 
@@ -255,9 +255,9 @@ def test_parameter_files_load_with_rcl(params):
 def test_rviz_config_shows_the_outputs_without_plugins():
     config = yaml.safe_load((ROOT / "rviz" / "anytime.rviz").read_text())
     displays = {d["Name"]: d for d in config["Visualization Manager"]["Displays"]}
-    for name in ("overlay", "labels", "confidence"):
+    for name in ("overlay", "labels", "confidence", "computed"):
         assert displays[name]["Class"] == "rviz_default_plugins/Image"
-        assert displays[name]["Topic"]["Value"] == f"/{name}"
+        assert displays[name]["Topic"]["Value"] == f"/{name}/image"      # image_transport-style namespaces
         assert displays[name]["Topic"]["Reliability Policy"] == "Best Effort"   # matches any publisher
     markers = [d for d in displays.values() if d["Class"] == "rviz_default_plugins/MarkerArray"]
     assert len(markers) == 1 and markers[0]["Topic"]["Value"] == "/pose_markers"

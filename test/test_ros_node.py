@@ -682,3 +682,39 @@ def test_stop_reasons_cover_every_runtime_end_reason():
     for cls in (AnytimeSegmentation, AnytimePose):
         constants = {getattr(cls, n) for n in dir(cls) if n.startswith("STOP_")}
         assert constants == {r.value for r in EndReason} | {"none"}
+
+
+@pytest.mark.parametrize("config", ["seg.yaml", "pose.yaml"])
+def test_parameter_files_hold_only_declared_parameters_and_start_the_node(ros_context, config):
+    import yaml
+    from pathlib import Path
+
+    from anytime_perception.ros.params import SPECS
+
+    path = Path(__file__).resolve().parents[1] / "config" / config
+
+    def flatten(prefix, mapping):
+        for key, value in mapping.items():
+            name = f"{prefix}.{key}" if prefix else key
+            yield from flatten(name, value) if isinstance(value, dict) else [(name, value)]
+
+    values = dict(flatten("", yaml.safe_load(path.read_text())["/**"]["ros__parameters"]))
+    assert set(values) <= set(SPECS), set(values) - set(SPECS)
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(path)])
+    try:
+        model = GatedModel(gated=False, task="pose" if config == "pose.yaml" else "seg")
+        node = AnytimeNode(context=context, model_loader=model.loader())
+        assert {name: node.get_parameter(name).value for name in values} == values
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_readme_parameter_table_is_current():
+    from pathlib import Path
+
+    from anytime_perception.ros.params import markdown_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "README's parameter table differs from params.markdown_table()"
