@@ -4,7 +4,8 @@ Same results as `EmulatedExecution` (the authors' dense emulation) up to float r
 uses. A masked conv is run as a *unit* with what follows it when the model lets the executor see it
 (`masked_conv.executor_unit`): conv -> eval BatchNorm -> (+ residual) -> ReLU, so that
 
-- computed pixels: one GEMM per chunk of gathered im2col rows with BN folded into the weights and bias;
+- computed pixels: the conv with BN folded into weights and bias (fp32: the extension's AVX-512 direct kernel;
+  bf16: im2col rows gathered in cache-sized chunks, one AMX GEMM per chunk);
 - skipped pixels next to computed ones: the RBF fill of the raw conv output, then BN's affine map;
 - all other skipped pixels: the fill is zero there, so the unit's pre-activation is BN's shift `t`;
 - residual add and ReLU applied in the same single pass that writes the output (channels_last).
@@ -13,8 +14,10 @@ Index tables come from `tables.py`, built once per exit and resolution. Per laye
 calibrated threshold (`DENSE_ABOVE`), the conv runs densely (oneDNN) and the same pass fixes the skipped pixels.
 
 Two implementations of the same plan: the C++ extension (`_sparse_cpu`, CPU, float32 and bfloat16; built by
-`python -m anytime_perception.models.sparse.build`) and plain PyTorch ops (any device, autograd, any float dtype).
-`backend="auto"` takes the extension where it applies and PyTorch ops otherwise.
+`python -m anytime_perception.models.sparse.build`) and plain PyTorch ops (any device, any float dtype).
+`backend="auto"` takes the extension where it applies and PyTorch ops otherwise. With autograd on (training) a unit
+runs the emulation, which is differentiable and gives the same values. Folded weights are cached per conv (one
+extra copy of the weights for the sparse kernel, one for the dense fallback), refreshed when a parameter changes.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ _EMULATE = EmulatedExecution()
 class _Folded:
     """A conv with its eval BN folded in, in one dtype and layout."""
     key: tuple
-    wt: Tensor  # (k*k*C_in, C_out), taps (ky, kx, c_in) as gathered
+    wt: Tensor | None  # (k*k*C_in, C_out), taps (ky, kx, c_in) as gathered; made on first use (gemm_weight)
     wp: Tensor | None  # fp32 weights packed for the extension's AVX-512 direct kernel, when it applies
     weight: Tensor  # (C_out, C_in, k, k) channels_last, for the dense fallback
     bact: Tensor  # fp32 (C_out,): bias of computed pixels, s*b + t
@@ -69,18 +72,23 @@ class _Folded:
     rbf: Tensor  # fp32 (48,): RBF weights of tables.OFFSETS
     nuse: int  # offsets that matter (tables.offsets_needed)
 
+    def gemm_weight(self) -> Tensor:
+        if self.wt is None:
+            c_out = self.weight.shape[0]
+            self.wt = self.weight.permute(2, 3, 1, 0).reshape(-1, c_out).contiguous()
+        return self.wt
+
 
 # The extension's fp32 direct kernel (AVX-512 implicit GEMM, no im2col buffer) runs at 0.9-0.99 of the dense conv's
 # per-FLOP speed for every HRNet-W48 unit measured (3x3 stride 1 and 2 with 48-384 channels, 1x1 up to 720x720),
 # against 0.65-0.9 for gather + MKL sgemm (the gather's memory traffic). bf16 keeps gather + oneDNN's AMX GEMM.
-
-
 USE_DIRECT = True
 
 
 def _pack_direct(weight: Tensor, dtype: torch.dtype) -> Tensor | None:
     ext = extension()
-    if not USE_DIRECT or ext is None or not hasattr(ext, "conv_rows_direct") or dtype != torch.float32 or weight.device.type != "cpu":
+    if (not USE_DIRECT or ext is None or not hasattr(ext, "conv_rows_direct") or dtype != torch.float32
+            or weight.device.type != "cpu"):
         return None
     return ext.pack_direct(weight.contiguous())
 
@@ -232,8 +240,8 @@ class SparseExecution:
             rbf = torch.stack([kernel[tables._R + dy, tables._R + dx] for dy, dx in tables.OFFSETS])
             folded = _Folded(
                 key=versions,
-                wt=weight.permute(2, 3, 1, 0).reshape(-1, c_out).to(dtype).contiguous(),
-                wp=_pack_direct(weight, dtype),
+                wt=None,
+                wp=_pack_direct(weight, dtype) if self.backend != "torch" else None,
                 weight=weight.to(dtype).contiguous(memory_format=torch.channels_last),
                 bact=(ubias + shift).contiguous(), shift=shift.contiguous(), ubias=ubias.contiguous(),
                 rbf=rbf.contiguous(), nuse=tables.offsets_needed(float(conv.Lambda.detach().float())))
@@ -278,10 +286,10 @@ class SparseExecution:
                 ext.conv_rows_direct(x.permute(0, 2, 3, 1), active.act, folded.wp, ho, wo, conv.kernel_size[0],
                                      conv.stride[0], conv.padding[0], y2)
             elif active.count:
-                k_dim = folded.wt.shape[0]
+                k_dim = folded.gemm_weight().shape[0]
                 chunk = self._chunk_rows(k_dim, x.dtype)
                 abuf = self._workspace("a", chunk * k_dim, x.dtype, x.device).view(chunk, k_dim)
-                ext.conv_rows(x.permute(0, 2, 3, 1), active.act, folded.wt, ho, wo, conv.kernel_size[0],
+                ext.conv_rows(x.permute(0, 2, 3, 1), active.act, folded.gemm_weight(), ho, wo, conv.kernel_size[0],
                               conv.stride[0], conv.padding[0], abuf, y2)
         res = _EMPTY if residual is None else \
             residual.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(rows, c_out)
@@ -308,13 +316,14 @@ class SparseExecution:
             index, valid = tables.im2col_index(mask, ho, wo, h, w, conv.kernel_size[0], conv.stride[0],
                                                conv.padding[0])
             ysrc = torch.empty((active.count, c_out), dtype=x.dtype, device=x.device)
-            chunk = self._chunk_rows(folded.wt.shape[0], x.dtype) if x.device.type == "cpu" else active.count
+            wt = folded.gemm_weight()
+            chunk = self._chunk_rows(wt.shape[0], x.dtype) if x.device.type == "cpu" else active.count
             for start in range(0, active.count, chunk):
                 idx = index[start:start + chunk]
                 a = x2[idx.reshape(-1)].view(idx.shape[0], idx.shape[1], c_in)
                 if valid is not None:
                     a = a * valid[start:start + chunk, :, None].to(a.dtype)
-                torch.mm(a.reshape(idx.shape[0], -1), folded.wt, out=ysrc[start:start + chunk])
+                torch.mm(a.reshape(idx.shape[0], -1), wt, out=ysrc[start:start + chunk])
         else:
             ysrc = x.new_zeros((0, c_out))
         z = folded.shift.expand(rows, c_out).clone()
