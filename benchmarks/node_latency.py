@@ -11,10 +11,13 @@ computes every pixel, which changes model time only, not the node's work per exi
 
     latency   = reception time - header.stamp                      (one clock: the same machine)
     model     = model_time_ms of the message (model steps of this frame up to this exit)
-    overhead  = latency - model: moving the image in, decoding, resizing and normalising it, queueing and
-                scheduling, turning the exit into messages, publishing and delivering them
-      node    = end_to_end_ms - model_time_ms (stamp to publication inside the node)
-      out     = latency - end_to_end_ms (publication to reception)
+    overhead  = latency - model (median, mean, p90), and its mean split into
+      input     stamp -> frame submitted to the runtime: image transport, decoding, resizing, normalising
+                (the node's /diagnostics `input_mean_ms`)
+      output    exit computed -> its messages published, on the node's output thread (`exit_<k>.output_mean_ms`)
+      delivery  `segmentation` published -> received by the subscriber: latency - end_to_end_ms
+      rest      the remainder: the runtime's work between model steps up to this exit (scheduling, bookkeeping,
+                thread hand-offs, waiting for the GIL)
 
 Rows "+ images" also subscribe to labels/confidence/computed/overlay (what rviz2 shows), so the node builds and
 publishes those too (it skips outputs nobody subscribes to). Target: overhead < 3 ms per exit at 512x1024 in one
@@ -55,6 +58,10 @@ class Client:
         self.received: list[tuple[int, object]] = []
         self.lock = threading.Lock()
         self.node.create_subscription(AnytimeSegmentation, "segmentation", self._on_exit, reliable)
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.runtime_values: dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         if images:
             for kind in ("labels", "confidence", "computed", "overlay"):
                 self.node.create_subscription(Image, f"{kind}/image", lambda m: None, reliable)
@@ -63,6 +70,11 @@ class Client:
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.endswith(": runtime"):
+                self.runtime_values = {kv.key: kv.value for kv in status.values}
 
     def _on_exit(self, msg) -> None:
         now = time.time_ns()
@@ -99,6 +111,20 @@ def _wait(predicate, timeout, what, process=None):
         time.sleep(0.002)
 
 
+def _without_warm_up(after: dict, warm: dict) -> dict:
+    """The node's mean input and output times over the measured frames only (its histograms include the
+    warm-up frame): mean = (total after - total after the warm-up) / (count after - count after the warm-up)."""
+    out = {}
+    for key in list(after):
+        if not key.endswith("_mean_ms"):
+            continue
+        count_key = key.replace("_mean_ms", "_count")
+        n1, n0 = float(after.get(count_key, 0)), float(warm.get(count_key, 0))
+        m1, m0 = float(after[key]), float(warm.get(key, 0.0))
+        out[key] = str((m1 * n1 - m0 * n0) / (n1 - n0)) if n1 > n0 else "nan"
+    return out
+
+
 def measure(size, placement, frames, images, progress_label) -> dict:
     """One configuration: returns per-exit lists of (latency, model, node, out) in ms."""
     import rclpy
@@ -109,7 +135,7 @@ def measure(size, placement, frames, images, progress_label) -> dict:
     height, width = size
     namespace = f"/lat_{uuid.uuid4().hex[:8]}"
     params = {"input_height": height, "input_width": width, "checkpoint": "", "torch_threads": 1,
-              "policies.frames": "fifo", "deadline_ms": 0.0}
+              "policies.frames": "fifo", "deadline_ms": 0.0, "diagnostics_period_s": 0.2}
     context = rclpy.Context()
     rclpy.init(context=context)
     node = process = spinner = None
@@ -135,13 +161,22 @@ def measure(size, placement, frames, images, progress_label) -> dict:
             time.sleep(1.0)          # let discovery settle (all endpoints of both sides matched)
             rng = np.random.default_rng(0)
             pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            warm_diagnostics = {}
             for i in range(frames + 1):          # the first frame is a warm-up of this configuration, not counted
                 before = client.finals()
                 client.publisher.publish(_frame(pixels, f"f{i}"))
                 _wait(lambda: client.finals() > before, 600, f"frame {i}", process)
+                if i == 0:
+                    seen = client.runtime_values
+                    _wait(lambda: client.runtime_values is not seen and
+                          client.runtime_values.get("exit_4.output_count") == "1", 30, "/diagnostics", process)
+                    warm_diagnostics = dict(client.runtime_values)
                 sys.stderr.write(f"\r{progress_label}: frame {i}/{frames}")
                 sys.stderr.flush()
             sys.stderr.write("\n")
+            _wait(lambda: client.runtime_values.get("exit_4.output_count") == str(frames + 1), 30, "/diagnostics",
+                  process)
+            diagnostics = _without_warm_up(dict(client.runtime_values), warm_diagnostics)
         finally:
             client.close()
         per_exit: dict[int, list] = {}
@@ -152,7 +187,7 @@ def measure(size, placement, frames, images, progress_label) -> dict:
             latency = (received_ns - stamp_ns) / 1e6
             per_exit.setdefault(msg.exit_index, []).append(
                 (latency, msg.model_time_ms, msg.end_to_end_ms - msg.model_time_ms, latency - msg.end_to_end_ms))
-        return per_exit
+        return per_exit, diagnostics
     finally:
         if node is not None:
             node.destroy_node()
@@ -189,21 +224,25 @@ def main(argv=None) -> int:
     for size, placement, images in configs:
         frames = args.frames or (4 if args.quick else (6 if size[0] <= 512 else 3))
         label = f"{size[0]}x{size[1]} {placement}{' + images' if images else ''}"
-        per_exit = measure(size, placement, frames, images, label)
+        per_exit, diagnostics = measure(size, placement, frames, images, label)
+        input_ms = float(diagnostics.get("input_mean_ms", "nan"))
         for k in sorted(per_exit):
             values = per_exit[k]
             latency, model, node, out = (list(v) for v in zip(*values))
             overhead = [a - b for a, b in zip(latency, model)]
+            output_ms = float(diagnostics.get(f"exit_{k}.output_mean_ms", "nan"))
+            delivery = statistics.mean(out)
+            rest = statistics.mean(overhead) - input_ms - output_ms - delivery
             rows.append((label, k, len(values), statistics.median(latency), statistics.median(model),
-                         statistics.median(overhead), _percentile(overhead, 90), statistics.median(node),
-                         statistics.median(out)))
+                         statistics.median(overhead), statistics.mean(overhead), _percentile(overhead, 90),
+                         input_ms, output_ms, delivery, rest))
     print()
-    print("| image, placement | exit | n | latency ms (median) | model ms | overhead ms median | overhead p90 | "
-          "of which in node | of which delivery |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for label, k, n, latency, model, overhead, p90, node, out in rows:
-        print(f"| {label} | {k} | {n} | {latency:.1f} | {model:.1f} | {overhead:.2f} | {p90:.2f} | {node:.2f} | "
-              f"{out:.2f} |")
+    print("| image, placement | exit | n | latency ms (median) | model ms (median) | overhead median | mean | p90 | "
+          "input | output | delivery | rest |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, k, n, latency, model, median, mean, p90, input_ms, output_ms, delivery, rest in rows:
+        print(f"| {label} | {k} | {n} | {latency:.0f} | {model:.0f} | {median:.1f} | {mean:.1f} | {p90:.1f} | "
+              f"{input_ms:.1f} | {output_ms:.1f} | {delivery:.1f} | {rest:.1f} |")
     target = [r for r in rows if r[0] == "512x1024 one process"]
     if target:
         worst = max(r[5] for r in target)

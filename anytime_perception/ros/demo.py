@@ -250,12 +250,14 @@ def run(args) -> int:
     output = Path(args.output)
     bag_path = output / "bag"
     if bag_path.exists():
-        if not args.overwrite:
-            print(f"anytime-demo: {bag_path} exists; use another --output or --overwrite", file=sys.stderr)
+        if not (bag_path / "metadata.yaml").is_file():
+            print(f"anytime-demo: {bag_path} exists and is not a bag; choose another --output", file=sys.stderr)
             return 2
         import shutil
 
-        shutil.rmtree(bag_path)
+        shutil.rmtree(bag_path)               # the previous demo's bag in the demo's own folder
+    for old in output.glob("strip_*.png"):
+        old.unlink()
     output.mkdir(parents=True, exist_ok=True)
     logs = output / "logs"
     logs.mkdir(exist_ok=True)
@@ -686,8 +688,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="anytime-demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[2:]))
-    parser.add_argument("--output", default="demo_output", help="output folder (default: demo_output)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing bag in the output folder")
+    parser.add_argument("--output", default="demo_output",
+                        help="output folder (default: demo_output); a previous demo's bag and strips there are replaced")
     parser.add_argument("--model", default="adpc_hrnet_w18s_seg", help="a segmentation model name")
     parser.add_argument("--checkpoint", default="calibrated-untrained", help="weights (default: calibrated-untrained)")
     parser.add_argument("--input-size", type=parse_size, default=(288, 384), help="model input HxW (default 288x384)")

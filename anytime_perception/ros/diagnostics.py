@@ -126,8 +126,10 @@ def input_status(name: str, hardware_id: str, stats: SourceStats, counters: Inpu
                             values=_kv(input_values(stats, counters)))
 
 
-def runtime_status(name: str, hardware_id: str, info: Mapping[str, Any], stats, output_time: Mapping[int, Histogram]
-                   ) -> DiagnosticStatus:
+def runtime_status(name: str, hardware_id: str, info: Mapping[str, Any], stats, output_time: Mapping[int, Histogram],
+                   input_time: Histogram | None = None) -> DiagnosticStatus:
+    """input: header.stamp to the frame's submission (transport, decoding, resizing, normalising); output: an exit
+    computed to its messages published (the output thread's queue and work)."""
     values: dict[str, Any] = dict(info)
     values.update({"steps": stats.steps, "model_time_s": stats.model_time,
                    "scheduler_overhead": stats.scheduler_overhead, "preemptions": stats.preemptions})
@@ -136,9 +138,14 @@ def runtime_status(name: str, hardware_id: str, info: Mapping[str, Any], stats, 
         values["preemption_reaction_max_ms"] = stats.preemption_reaction.max * 1000.0
     for kind, policy in stats.policies.items():
         values[f"policy.{kind}"] = ", ".join(f"{k}={v}" for k, v in policy.items())
+    if input_time is not None and input_time.count:
+        values["input_mean_ms"] = input_time.mean * 1000.0
+        values["input_p90_ms"] = _ms(input_time, 0.9)
+        values["input_count"] = input_time.count
     for index in sorted(output_time):
-        values[f"exit_{index}.output_p50_ms"] = _ms(output_time[index], 0.5)
-        values[f"exit_{index}.output_max_ms"] = output_time[index].max * 1000.0
+        values[f"exit_{index}.output_mean_ms"] = output_time[index].mean * 1000.0
+        values[f"exit_{index}.output_p90_ms"] = _ms(output_time[index], 0.9)
+        values[f"exit_{index}.output_count"] = output_time[index].count
     return DiagnosticStatus(level=bytes([OK]), name=name,
                             message=f"{stats.steps} model steps, {stats.preemptions} preemptions",
                             hardware_id=hardware_id, values=_kv(values))

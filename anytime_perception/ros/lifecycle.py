@@ -7,8 +7,9 @@
     cleanup     destroy publishers and the action server, free the model (and the CUDA cache)
     shutdown    deactivate and clean up from any state
 
-Parameters are declared at construction, so they can be set before configure; the read-only ones (model,
-checkpoint, device, input size, cameras, ...) take effect at the next configure.
+Parameters are declared and checked at construction (a bad one ends the process as for the plain node); the
+read-only ones (model, checkpoint, device, input size, cameras, ...) are fixed for the process, and every
+configure loads the model they name.
 """
 from __future__ import annotations
 

@@ -222,7 +222,8 @@ class AnytimePerception:
         self._free_slots: list[str] = []
         self._goals_pending = 0
         self._model_time: dict[int, float] = {}
-        self._output_time: dict[int, Histogram] = {}
+        self._output_time: dict[int, Histogram] = {}    # exit computed -> its messages published (seconds)
+        self._input_time = Histogram()                   # header.stamp -> frame submitted to the runtime (seconds)
         self._previous_counters: dict[str, diag.InputCounters] = {}
         self._failed_reported: dict[str, int] = {}
         self._throttled = _ThrottledLog()
@@ -341,7 +342,7 @@ class AnytimePerception:
         self.labels = out.LabelMap(self.loaded.task, model.config.outputs)
         latency = self._warm_up(model, s.input_size)
         self.executor = AnytimeExecutor(model, policies=s.policies(), clock=RosClock(self.node),
-                                        on_result=self._outbox.put, on_end=self._outbox.put, latency_model=latency,
+                                        on_result=self._queue_result, on_end=self._outbox.put, latency_model=latency,
                                         name=f"{self.node.get_name()}-runtime")
         names = s.camera_names or [""]
         self.cameras = [CameraInput(name=n, source=n or DEFAULT_CAMERA_SOURCE, prefix=f"{n}/" if n else "")
@@ -523,6 +524,8 @@ class AnytimePerception:
             deadline = prepared[0].stamp + event.deadline_ms / 1000.0
         self._submit(prepared, camera.source, priority, deadline)
         counters.accepted += 1
+        if prepared[0].stamp == stamp_seconds(msg.header.stamp):   # stamped frames only
+            self._input_time.add(max(0.0, self.executor.clock.now() - prepared[0].stamp))
 
     def _prepare(self, rgb: np.ndarray, header, counters: diag.InputCounters, camera=None, goal=None):
         import cv2
@@ -582,8 +585,6 @@ class AnytimePerception:
 
     # ----- results (output thread) ---------------------------------------------------------------------------------
     def _output_loop(self) -> None:
-        from ..runtime import JobResult
-
         while True:
             depth = self._outbox.qsize()
             if depth > self.outbox_peak:
@@ -592,15 +593,19 @@ class AnytimePerception:
             if note is None:
                 return
             try:
-                if isinstance(note, JobResult):
-                    self._on_result(note)
+                if isinstance(note, tuple):
+                    self._on_result(*note)
                 else:
                     self._on_end(note)
             except Exception as error:  # noqa: BLE001 - the output thread must keep going
                 self.log.error(f"output thread: {type(error).__name__}: {error}")
 
-    def _on_result(self, result) -> None:
-        began = time.perf_counter()
+    def _queue_result(self, result) -> None:
+        """Runtime worker thread: hand the exit to the output thread, with the time it was computed."""
+        self._outbox.put((result, time.perf_counter()))
+
+    def _on_result(self, result, computed_at: float | None = None) -> None:
+        began = time.perf_counter() if computed_at is None else computed_at
         frame: out.FrameInfo = result.job.meta["frame"]
         model_time = self._model_time.get(result.job_id, 0.0) + result.timings.model_time
         self._model_time[result.job_id] = model_time
@@ -642,8 +647,9 @@ class AnytimePerception:
         header, s = frame.header, self.settings
         if self.loaded.task == "pose":
             coords, scores = out.pose_keypoints(result.exit, frame.width, frame.height)
-            msg = out.pose_message(result, frame, coords, scores, self.labels, model_time, self._end_to_end(frame),
+            msg = out.pose_message(result, frame, coords, scores, self.labels, model_time, 0.0,
                                    out.pose_computed(result.exit))
+            msg.end_to_end_ms = self._end_to_end(frame) * 1000.0
             for group in groups:
                 group.result.publish(msg)
             if self._wanted(groups, "markers"):
@@ -659,8 +665,8 @@ class AnytimePerception:
                 self._publish_image(groups, "overlay", image, camera, frame)
             return
         arrays = out.segmentation_arrays(result.exit)
-        msg = out.segmentation_message(result, frame, arrays, s.confidence_encoding, model_time,
-                                       self._end_to_end(frame))
+        msg = out.segmentation_message(result, frame, arrays, s.confidence_encoding, model_time, 0.0)
+        msg.end_to_end_ms = self._end_to_end(frame) * 1000.0          # as close to the publication as possible
         for group in groups:
             group.result.publish(msg)
         for kind, image in (("labels", msg.labels), ("confidence", msg.confidence), ("computed", msg.computed)):
@@ -849,7 +855,8 @@ class AnytimePerception:
                 "input_size": "frame size" if self.settings.input_size is None else
                 "x".join(map(str, self.settings.input_size)), "frames_accepted": self.frame_count,
                 "priority_events_ignored": self.events_ignored, "output_queue_peak": self.outbox_peak}
-        statuses = [diag.runtime_status(f"{node}: runtime", hardware, info, stats, dict(self._output_time))]
+        statuses = [diag.runtime_status(f"{node}: runtime", hardware, info, stats, dict(self._output_time),
+                                        self._input_time)]
         for name, (source, counters) in self.source_stats().items():
             label = f"{node}: {'action perceive' if name == ACTION_SOURCE else f'camera {name}' if name else 'input image'}"
             snapshot = counters.copy()
