@@ -23,6 +23,9 @@ Parameters (all declared with descriptors; ``ros2 param describe`` shows them):
     publish_compressed (bool, false), jpeg_quality (int, 90)
     wait_for_subscribers (int, 0)  wait until this many subscriptions match `image` before the first frame
     wait_for_compressed_subscribers (int, 0)  ... and this many match `image/compressed`
+    wait_settle_s (double, 0.5)    after they matched, wait this long before the first frame: a publisher sees a
+                                   subscription before the subscriber has necessarily matched the publisher, and a
+                                   best-effort subscriber would lose what comes in between
     wait_timeout_s (double, 10.0)  give up waiting after this long (then play anyway, with a warning)
     exit_when_done (bool, true)    end the process after the last frame (the console script only)
 
@@ -170,6 +173,10 @@ class FramePlayer(Node):
         self.wait_for_compressed = _declare(self, "wait_for_compressed_subscribers", 0,
                                             "also wait for this many subscriptions on image/compressed",
                                             int_range=(0, 1000))
+        self.wait_settle_s = _declare(self, "wait_settle_s", 0.5,
+                                      "after the subscribers matched, wait this long before the first frame",
+                                      float_range=(0.0, 60.0))
+        self._matched_at: float | None = None
         self.wait_timeout_s = _declare(self, "wait_timeout_s", 10.0, "give up waiting for subscribers after this",
                                        float_range=(0.0, 3600.0))
         self.exit_when_done = _declare(self, "exit_when_done", True,
@@ -208,6 +215,11 @@ class FramePlayer(Node):
         matched = self.image_pub.get_subscription_count()
         if matched >= self.wait_for_subscribers and (
                 compressed <= 0 or self.compressed_pub.get_subscription_count() >= compressed):
+            if self._matched_at is None:
+                self._matched_at = time.monotonic()
+            if time.monotonic() - self._matched_at < self.wait_settle_s:
+                return False
+            self.wait_for_subscribers = self.wait_for_compressed = 0      # go; do not wait again
             return True
         if time.monotonic() - self._wait_started > self.wait_timeout_s:
             self.get_logger().warning(
