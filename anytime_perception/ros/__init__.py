@@ -1,5 +1,9 @@
 """ROS 2 adapter of anytime_perception (rclpy).
 
+- :mod:`.node`: ``anytime_node``, the perception node (its core is shared with :mod:`.lifecycle`); :mod:`.params`
+  its parameters, :mod:`.outputs` exits -> messages, :mod:`.diagnostics`, :mod:`.weights` model loading.
+- :mod:`.demo`: ``anytime-demo``, the shipped clip through the node, recorded, checked and drawn.
+- :mod:`.testing`: a gated stand-in model for deterministic node tests.
 - :mod:`.image_codec`: sensor_msgs/Image and CompressedImage <-> numpy, CameraInfo scaling (no cv_bridge).
 - :mod:`.player`: ``anytime_player``, a folder, a video or the shipped clip -> sensor_msgs/Image.
 - :mod:`.bag`: record and read rosbag2 MCAP files with ``rosbags``, including this package's message types.
