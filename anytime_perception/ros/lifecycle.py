@@ -28,6 +28,8 @@ class AnytimeLifecycleNode(LifecycleNode):
         except ConfigurationError as error:
             self.get_logger().fatal(str(error))
             raise
+        self.get_logger().info(f"lifecycle node {self.get_fully_qualified_name()} is unconfigured: "
+                               f"`ros2 lifecycle set {self.get_fully_qualified_name()} configure`, then `activate`")
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
