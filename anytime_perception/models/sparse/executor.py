@@ -66,6 +66,7 @@ class _Folded:
     wt: Tensor | None  # (k*k*C_in, C_out), taps (ky, kx, c_in) as gathered; made on first use (gemm_weight)
     wp: Tensor | None  # fp32 weights packed for the extension's AVX-512 direct kernel, when it applies
     weight: Tensor  # (C_out, C_in, k, k) channels_last, for the dense fallback
+    bias: Tensor  # (C_out,) bact in the activations' dtype, for the all-computed path
     bact: Tensor  # fp32 (C_out,): bias of computed pixels, s*b + t
     shift: Tensor  # fp32 (C_out,): t, the unit's pre-activation where the fill is zero
     ubias: Tensor  # fp32 (C_out,): s*b = bact - t
@@ -201,6 +202,11 @@ class SparseExecution:
         if self.stats is not None:
             key = ("cpp" if use_cpp else "torch") + ("-dense" if dense else "-sparse")
             self.stats[key] = self.stats.get(key, 0) + 1
+        if active.count == active.rows:  # nothing skipped here: exactly the dense unit, bias and BN in the conv
+            out = F.conv2d(x, folded.weight, folded.bias, conv.stride, conv.padding)
+            if residual is not None:
+                out = out.add_(residual)
+            return out.relu_() if relu else out
         if use_cpp:
             return self._unit_cpp(conv, folded, active, band, dense, relu, x, residual, ho, wo, mask)
         return self._unit_torch(conv, folded, active, band, dense, relu, x, residual, ho, wo, mask)
@@ -243,12 +249,13 @@ class SparseExecution:
                 wt=None,
                 wp=_pack_direct(weight, dtype) if self.backend != "torch" else None,
                 weight=weight.to(dtype).contiguous(memory_format=torch.channels_last),
+                bias=(ubias + shift).to(dtype),
                 bact=(ubias + shift).contiguous(), shift=shift.contiguous(), ubias=ubias.contiguous(),
                 rbf=rbf.contiguous(), nuse=tables.offsets_needed(float(conv.Lambda.detach().float())))
         if device is not None:
             folded = _Folded(folded.key, *(t.to(device) if isinstance(t, Tensor) else t
-                                           for t in (folded.wt, folded.wp, folded.weight, folded.bact, folded.shift,
-                                                     folded.ubias, folded.rbf, folded.nuse)))
+                                           for t in (folded.wt, folded.wp, folded.weight, folded.bias, folded.bact,
+                                                     folded.shift, folded.ubias, folded.rbf, folded.nuse)))
         self._folded[key] = folded
         return folded
 
