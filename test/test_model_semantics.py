@@ -20,7 +20,8 @@ def logits_with_confidence(conf: torch.Tensor, num_classes: int = 4) -> torch.Te
 
 def test_threshold_direction_equal_means_compute():
     conf = torch.tensor([[0.5, 0.998, 0.9990]], dtype=torch.float64)
-    confidence, compute = MaxProbability(0.998)(logits_with_confidence(conf))
+    confidence, compute, labels = MaxProbability(0.998)(logits_with_confidence(conf))
+    assert labels.tolist() == [[[0, 0, 0]]]
     assert torch.allclose(confidence, conf)
     # mask = confidence <= threshold -> compute; only the strictly more confident pixel is skipped
     assert compute.tolist() == [[[True, True, False]]]
@@ -29,16 +30,16 @@ def test_threshold_direction_equal_means_compute():
 def test_heatmap_peak_below_threshold_is_confident():
     heat = torch.zeros(1, 16, 1, 3)
     heat[0, 3, 0] = torch.tensor([0.001, 0.002, 0.5])
-    _, compute = HeatmapPeak(0.002)(heat)
-    assert compute.tolist() == [[[False, True, True]]]
+    _, compute, labels = HeatmapPeak(0.002)(heat)
+    assert compute.tolist() == [[[False, True, True]]] and labels is None
 
 
 def test_negative_entropy_and_top_ratio_and_random():
     conf = torch.tensor([[0.3, 0.6, 0.9, 0.99]], dtype=torch.float64)
     logits = logits_with_confidence(conf)
-    negent, compute = NegativeEntropy(-0.1)(logits)
+    negent, compute, _ = NegativeEntropy(-0.1)(logits)
     assert negent.max() <= 0 and compute[0, 0].tolist() == [True, True, True, False]
-    _, top = TopRatio(0.5)(logits)  # the two most confident are skipped, whatever their value
+    _, top, _ = TopRatio(0.5)(logits)  # the two most confident are skipped, whatever their value
     assert top[0, 0].tolist() == [True, True, False, False]
     big = torch.zeros(2, 4, 32, 32)
     a = RandomMask(0.25, seed=7)(big)[1]
@@ -117,6 +118,10 @@ def test_carry_over_and_nested_masks(w18s):
     with torch.no_grad():
         results = list(w18s.anytime(x))
     assert [r.index for r in results] == [1, 2, 3, 4]
+    for r in results:  # class ids come from the confidence's max: the logits' argmax wherever there is no tie
+        top2 = r.logits.topk(2, dim=1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 1e-4
+        assert torch.equal(r.labels[clear], r.logits.argmax(dim=1)[clear])
     for prev, cur in zip(results, results[1:]):
         skipped = (cur.compute_mask == 0).unsqueeze(1).expand_as(cur.logits)
         assert skipped.any() and (~skipped).any(), "need a mixed mask to test carry-over"

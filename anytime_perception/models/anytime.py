@@ -46,13 +46,11 @@ class ExitResult:
     compute_mask: Tensor | None  # (B, h, w), 1 = computed at this exit; None if everything was computed
     computed_fraction: Tensor  # (B,), share of positions computed at this exit
     gflops: Tensor  # (B,), cumulative GMACs/2^30 from the input through this exit (paper convention)
+    labels: Tensor | None = None  # (B, h, w) class ids (argmax of `logits`); None for heatmaps
 
     @property
     def is_final(self) -> bool:
         return self.index == self.num_exits
-
-    def labels(self) -> Tensor:
-        return self.logits.argmax(dim=1)
 
 
 @dataclass
@@ -220,7 +218,7 @@ class AnytimeHRNet(nn.Module):
             logits = raw
         h, w = state.output_size
         with torch.no_grad():
-            confidence, compute = self.criterion(logits[..., :h, :w].detach())
+            confidence, compute, labels = self.criterion(logits[..., :h, :w].detach())
         state.logits = logits
         state.exits_done += 1
         is_final = index == self.num_exits
@@ -233,7 +231,8 @@ class AnytimeHRNet(nn.Module):
             compute_mask = computed_under.base[:, 0, :h, :w]
             fraction = compute_mask.flatten(1).double().mean(dim=1).cpu()
         return ExitResult(index=index, num_exits=self.num_exits, logits=logits[..., :h, :w], confidence=confidence,
-                          compute_mask=compute_mask, computed_fraction=fraction, gflops=state.gflops.clone())
+                          compute_mask=compute_mask, computed_fraction=fraction, gflops=state.gflops.clone(),
+                          labels=labels)
 
     def step_gflops(self, state: AnytimeState, step_index: int) -> Tensor:
         """GMACs/2^30 of one step per image, under the mask in force (paper convention, see flops.py)."""

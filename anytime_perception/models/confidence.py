@@ -1,15 +1,23 @@
 """Confidence criteria: which positions of an exit's prediction still need computing.
 
-Each criterion maps logits (B, C, h, w) to a per-pixel confidence (B, h, w) and a compute mask (B, h, w, bool,
-True = compute further). The paper's default is the maximum softmax probability with threshold 0.998 (Eq. 1);
+Each criterion maps logits (B, C, h, w) to an `Assessment`: a per-pixel confidence (B, h, w), a compute mask
+(B, h, w, bool, True = compute further) and, for classification tasks, the class ids (B, h, w) that fall out of
+the same max at no extra cost (None for heatmaps). The paper's default is the maximum softmax probability with threshold 0.998 (Eq. 1);
 the others are the Fig. 7 ablation and the pose rule of Sec. 4.2.
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+
+class Assessment(NamedTuple):
+    confidence: Tensor
+    compute: Tensor
+    labels: Tensor | None
 
 
 class MaxProbability:
@@ -22,9 +30,9 @@ class MaxProbability:
             raise ValueError(f"max_prob threshold must be in [0, 1], got {threshold}")
         self.threshold = threshold
 
-    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        confidence = torch.softmax(logits, dim=1).max(dim=1).values
-        return confidence, confidence <= self.threshold
+    def __call__(self, logits: Tensor) -> Assessment:
+        confidence, labels = torch.softmax(logits, dim=1).max(dim=1)
+        return Assessment(confidence, confidence <= self.threshold, labels)
 
 
 class NegativeEntropy:
@@ -37,10 +45,10 @@ class NegativeEntropy:
             raise ValueError(f"neg_entropy threshold must be <= 0 (negative entropy is never positive), got {threshold}")
         self.threshold = threshold
 
-    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, logits: Tensor) -> Assessment:
         log_p = torch.log_softmax(logits, dim=1)
         confidence = (log_p.exp() * log_p).sum(dim=1)
-        return confidence, confidence <= self.threshold
+        return Assessment(confidence, confidence <= self.threshold, log_p.argmax(dim=1))
 
 
 class TopRatio:
@@ -53,15 +61,15 @@ class TopRatio:
             raise ValueError(f"top_ratio must be in [0, 1], got {ratio}")
         self.ratio = ratio
 
-    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        confidence = torch.softmax(logits, dim=1).max(dim=1).values
+    def __call__(self, logits: Tensor) -> Assessment:
+        confidence, labels = torch.softmax(logits, dim=1).max(dim=1)
         b, h, w = confidence.shape
         n_skip = int(round(self.ratio * h * w))
         compute = torch.ones(b, h * w, dtype=torch.bool, device=logits.device)
         if n_skip > 0:
             most_confident = confidence.reshape(b, -1).topk(n_skip, dim=1).indices
             compute.scatter_(1, most_confident, False)
-        return confidence, compute.reshape(b, h, w)
+        return Assessment(confidence, compute.reshape(b, h, w), labels)
 
 
 class RandomMask:
@@ -75,11 +83,11 @@ class RandomMask:
         self.compute_prob = compute_prob
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        confidence = torch.softmax(logits, dim=1).max(dim=1).values
+    def __call__(self, logits: Tensor) -> Assessment:
+        confidence, labels = torch.softmax(logits, dim=1).max(dim=1)
         b, _, h, w = logits.shape
         draw = torch.rand(b, h, w, generator=self.generator)
-        return confidence, (draw < self.compute_prob).to(logits.device)
+        return Assessment(confidence, (draw < self.compute_prob).to(logits.device), labels)
 
 
 class HeatmapPeak:
@@ -93,9 +101,9 @@ class HeatmapPeak:
             raise ValueError(f"heatmap_peak threshold must be finite, got {threshold}")
         self.threshold = threshold
 
-    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, logits: Tensor) -> Assessment:
         confidence = logits.max(dim=1).values
-        return confidence, confidence >= self.threshold
+        return Assessment(confidence, confidence >= self.threshold, None)
 
 
 CRITERIA = {c.name: c for c in (MaxProbability, NegativeEntropy, TopRatio, RandomMask, HeatmapPeak)}

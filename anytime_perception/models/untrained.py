@@ -84,7 +84,7 @@ def calibrate_untrained(model: AnytimeHRNet, images: Tensor, confident_shares=PA
             raw = call(classifier, features, mask)
             logits = raw if mask is None else state.logits * (1 - mask.base) + raw * mask.base
             h, w = state.output_size
-            _, compute = model.criterion(logits[..., :h, :w])
+            compute = model.criterion(logits[..., :h, :w]).compute
             return 1.0 - compute.float().mean().item()
 
         lo, hi = math.log(1e-2), math.log(1e4)

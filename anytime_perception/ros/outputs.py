@@ -124,7 +124,10 @@ def class_ids(logits) -> np.ndarray:
 
 
 def segmentation_arrays(exit_result, batch_index: int = 0) -> SegmentationArrays:
-    labels = class_ids(exit_result.logits[batch_index])
+    if getattr(exit_result, "labels", None) is not None:   # the model's criterion already took the argmax
+        labels = exit_result.labels[batch_index].to(device="cpu", dtype=torch.uint8).numpy()
+    else:
+        labels = class_ids(exit_result.logits[batch_index])
     confidence = exit_result.confidence[batch_index].float().to("cpu").numpy()
     if exit_result.compute_mask is None:
         computed = np.full(labels.shape, 255, np.uint8)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..confidence import Assessment
 from ..configs import IMAGENET_MEAN, IMAGENET_STD
 from ..flops import gflops_for_fractions, padded
 from ..masks import ComputeMask, mask_from_bool
@@ -108,7 +109,7 @@ class ScriptedCriterion:
         self.masks = masks
         self.calls = 0
 
-    def __call__(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, logits: Tensor) -> Assessment:
         k = self.calls % (len(self.masks) + 1)
         self.calls += 1
         b, _, h, w = logits.shape
@@ -116,7 +117,8 @@ class ScriptedCriterion:
             compute = self.masks[k][:b, :h, :w].to(logits.device)
         else:
             compute = torch.ones(b, h, w, dtype=torch.bool, device=logits.device)
-        return torch.ones(b, h, w, dtype=logits.dtype, device=logits.device), compute
+        return Assessment(torch.ones(b, h, w, dtype=logits.dtype, device=logits.device), compute,
+                          logits.argmax(dim=1))
 
 
 def shipped_frames(size: tuple[int, int], count: int = 1, start: int = 0) -> Tensor:
