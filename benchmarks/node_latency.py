@@ -138,7 +138,7 @@ def measure(size, placement, frames, images, progress_label) -> dict:
               "policies.frames": "fifo", "deadline_ms": 0.0, "diagnostics_period_s": 0.2}
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = process = spinner = None
+    node = process = spinner = node_executor = None
     try:
         if placement == "one process":
             from rclpy.parameter import Parameter
@@ -189,6 +189,8 @@ def measure(size, placement, frames, images, progress_label) -> dict:
                 (latency, msg.model_time_ms, msg.end_to_end_ms - msg.model_time_ms, latency - msg.end_to_end_ms))
         return per_exit, diagnostics
     finally:
+        if node_executor is not None:
+            node_executor.shutdown(timeout_sec=5)
         if node is not None:
             node.destroy_node()
         if process is not None:

@@ -22,7 +22,7 @@ try:
     from diagnostic_msgs.msg import DiagnosticArray
     from rcl_interfaces.msg import Log
     from rclpy.action import ActionClient
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.parameter_client import AsyncParameterClient
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -33,7 +33,7 @@ try:
     from anytime_perception.action import Perceive
     from anytime_perception.msg import AnytimePose, AnytimeSegmentation, LabelInfo, PriorityEvent
     from anytime_perception.ros.image_codec import array_to_image, image_to_array, pinhole_camera_info
-    from anytime_perception.ros.node import AnytimeNode
+    from anytime_perception.ros.node import AnytimeNode, make_executor
     from anytime_perception.ros.testing import GatedModel
 except ImportError as error:  # pragma: no cover - depends on the environment
     if os.environ.get("CI"):
@@ -76,8 +76,9 @@ def frame(value=100, height=48, width=64, sec=None, frame_id="front_cam", encodi
 
 
 class Harness:
-    """The node under test plus a client node (publishers, subscribers, an action client), spun by a
-    multi-threaded executor on a background thread; all in the test's own context and namespace."""
+    """The node under test on its own executor (`make_executor`: single-threaded, as anytime_node runs) plus a
+    client node (publishers, subscribers, an action client) on another, each spun on a background thread; all in
+    the test's own context and namespace."""
 
     def __init__(self, context, params=None, model=None, cameras=("",), lifecycle=False, task="seg"):
         self.context = context
@@ -108,11 +109,12 @@ class Harness:
         self.action_clients = []
         self.rosout = []
         self.client.create_subscription(Log, "/rosout", self.rosout.append, QoSProfile(depth=1000))
-        self.executor = MultiThreadedExecutor(num_threads=8, context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.client)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.executor = make_executor(self.node, context=context)
+        self.client_executor = SingleThreadedExecutor(context=context)
+        self.client_executor.add_node(self.client)
+        self.threads = [threading.Thread(target=e.spin, daemon=True) for e in (self.executor, self.client_executor)]
+        for thread in self.threads:
+            thread.start()
 
     @property
     def perception(self):
@@ -142,8 +144,9 @@ class Harness:
         return [m.msg for m in self.rosout if text in m.msg and m.name.endswith(self.node.get_name())]
 
     def close(self):
-        self.executor.shutdown(timeout_sec=5)
-        self.thread.join(timeout=5)
+        for executor, thread in zip((self.executor, self.client_executor), self.threads):
+            executor.shutdown(timeout_sec=5)
+            thread.join(timeout=5)
         self.node.destroy_node()
         self.client.destroy_node()
 
@@ -464,6 +467,73 @@ def test_a_higher_priority_goal_preempts_camera_frames_and_bad_goals_are_rejecte
                                                                            for s in (f"module{k}", f"exit{k}")]
     assert h.perception.action_counters.rejected == {"busy": 1, "bad_length": 1}
     wait_for(lambda: h.logs("rejected frame") and h.logs("busy"), what="log line")
+
+
+def test_frames_are_served_while_goals_are_in_flight_on_the_single_threaded_executor(harnesses):
+    """Two goals await their jobs as coroutines: the node's one executor thread still takes a camera frame, whose
+    exits all arrive while both goals are held by the gated model."""
+    model = GatedModel()
+    h = harnesses(model=model, params={"priority": 5, "policies.suspend": "suspend", "max_concurrent_goals": 2})
+    h.wait_matched()
+    feedback = {"a": [], "b": []}
+    _, first = _send_goal(h, frame(60, frame_id="goal_a"), feedback=feedback["a"])
+    _, second = _send_goal(h, frame(70, frame_id="goal_b"), feedback=feedback["b"])
+    assert first.accepted and second.accepted
+    wait_for(lambda: h.perception.action_counters.accepted == 2, what="both goals submitted")
+    model.allow(2)                                     # module1, exit1 of the first goal
+    wait_for(lambda: len(feedback["a"]) == 1, what="first goal's exit 1")
+    assert model.wait_blocked()                        # the worker holds the first goal before module2
+    h.publish(frame(10, sec=100))                      # taken by the executor while two goals are in flight
+    h.wait_accepted(1)
+    model.allow(1)                                     # module2 of the goal; then the camera frame preempts it
+    model.allow(8)                                     # the camera frame's eight steps
+    wait_for(lambda: h.results[""] and h.results[""][-1].is_final, what="the camera frame's last exit")
+    assert exits_of(h.results[""], 100) == [(1, False, "none"), (2, False, "none"), (3, False, "none"),
+                                            (4, True, "last_exit")]
+    results = [first.get_result_async(), second.get_result_async()]
+    assert model.wait_blocked()                        # the goals are held at the gate again
+    assert not any(r.done() for r in results) and h.perception.goals_finished == {}
+    assert len(h.perception._goals) == 2
+    model.open()
+    for result in results:
+        wait_for(result.done, what="goal result")
+        assert result.result().status == GoalStatus.STATUS_SUCCEEDED
+        assert result.result().result.exits_completed == 4
+    assert h.perception.goals_finished == {"succeeded": 2}
+    assert h.perception.executor.stats().sources["action_0"].suspensions == 1
+
+
+def test_a_future_completed_on_another_thread_wakes_the_single_threaded_executor(ros_context):
+    """What the goals rely on: a coroutine awaiting an rclpy Future that another thread completes resumes, although
+    nothing else ever wakes the executor (without wake_on_done it would wait forever)."""
+    from rclpy.task import Future
+
+    from anytime_perception.ros.node import wake_on_done
+
+    node = rclpy.create_node("waker", namespace=f"/t_{uuid.uuid4().hex[:8]}", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        future = Future()
+        wake_on_done(future, executor)
+        awaiting = threading.Event()
+
+        async def waiter():
+            awaiting.set()
+            return await future
+
+        task = executor.create_task(waiter)
+        assert awaiting.wait(10)
+        time.sleep(0.2)                                # let the executor go back to waiting (ordering, not timing)
+        threading.Thread(target=future.set_result, args=(42,)).start()
+        wait_for(task.done, what="the coroutine to resume")
+        assert task.result() == 42
+    finally:
+        executor.shutdown(timeout_sec=5)
+        thread.join(timeout=5)
+        node.destroy_node()
 
 
 # ----- bad input: counted, logged, and the node keeps serving ---------------------------------------------------
