@@ -18,7 +18,10 @@ from anytime_perception.models.untrained import calibrate_untrained, randomise_w
 from conftest import OFFICIAL_REF
 
 HAVE_EXT = extension() is not None
-BACKENDS = [pytest.param("cpp", marks=pytest.mark.skipif(not HAVE_EXT, reason="C++ extension not built")), "torch"]
+# Outside CI a checkout without the built extension still tests the PyTorch path; in CI (where tools/setup-venv.sh
+# builds it) a missing extension fails these cases instead of skipping them.
+NEEDS_EXT = pytest.mark.skipif(not HAVE_EXT and not os.environ.get("CI"), reason="C++ extension not built")
+BACKENDS = [pytest.param("cpp", marks=NEEDS_EXT), "torch"]
 
 
 def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
@@ -83,7 +86,7 @@ KINDS = {  # c_in, c_out, k, stride, bias, bn, relu, residual
 
 
 @pytest.mark.parametrize("backend", BACKENDS + [
-    pytest.param("cpp-gather", marks=pytest.mark.skipif(not HAVE_EXT, reason="C++ extension not built"))])
+    pytest.param("cpp-gather", marks=NEEDS_EXT)])
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("path", ["sparse", "dense-fallback"])
 def test_unit_equals_emulation(kind, backend, path, monkeypatch):
