@@ -3,107 +3,12 @@
     ros2 launch anytime_perception seg.launch.py image:=/camera/image_raw device:=cuda checkpoint:=/path/w.pth
     ros2 launch anytime_perception seg.launch.py player:=true rviz:=true     # the shipped clip, shown in rviz2
 
-Arguments left empty keep the value of the parameter file (params_file, default config/seg.yaml). The node's
-outputs (segmentation, labels, overlay, confidence, label_info, /diagnostics, ...) are relative names, so they
-follow `namespace`. Every process started here uses the Fast DDS large-image profile unless fastdds_profile:=''.
+Outputs: segmentation, labels, overlay, confidence, label_info, /diagnostics, ...
+Every argument is described by `ros2 launch anytime_perception seg.launch.py --show-args`; the
+description itself is anytime_perception/ros/launch_description.py, shared with the other task's file.
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution, PathJoinSubstitution
-from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
-
-PACKAGE = "anytime_perception"
-TASK_CONFIG = "seg.yaml"
-NODE_NAME = "anytime_seg"
-OVERRIDABLE = ("model", "checkpoint", "device", "deadline_ms", "priority")
-
-
-def _truthy(text: str) -> bool:
-    return text.strip().lower() in ("true", "1", "yes", "on")
-
-
-def _sibling(topic: str, name: str) -> str:
-    """`name` in the namespace of `topic` (camera_info next to image_raw, as image_transport pairs them)."""
-    head, _, _ = topic.rpartition("/")
-    return f"{head}/{name}" if head or topic.startswith("/") else name
-
-
-def _nodes(context):
-    cfg = context.launch_configurations
-    overrides = {}
-    for name in OVERRIDABLE:
-        value = cfg.get(name, "")
-        if value != "":
-            overrides[name] = float(value) if name == "deadline_ms" else int(value) if name == "priority" else value
-    overrides["use_sim_time"] = _truthy(cfg.get("use_sim_time", "false"))
-    image = cfg["image"]
-    camera_info = cfg.get("camera_info", "") or _sibling(image, "camera_info")
-    nodes = [
-        Node(
-            package=PACKAGE,
-            executable="anytime_node",
-            name=NODE_NAME,
-            namespace=cfg.get("namespace", ""),
-            parameters=[cfg["params_file"], overrides],
-            remappings=[
-                ("image", image),
-                ("image/compressed", f"{image}/compressed"),
-                ("camera_info", camera_info),
-            ],
-            output="screen",
-            emulate_tty=True,
-        )
-    ]
-    if _truthy(cfg.get("player", "false")):
-        nodes.append(
-            Node(
-                package=PACKAGE,
-                executable="anytime_player",
-                name="anytime_player",
-                namespace=cfg.get("namespace", ""),
-                parameters=[{"source": cfg.get("player_source", ""), "loop": True,
-                             "use_sim_time": overrides["use_sim_time"]}],
-                remappings=[("image", image), ("camera_info", camera_info)],
-                output="screen",
-            )
-        )
-    return nodes
+from anytime_perception.ros.launch_description import anytime_launch_description
 
 
 def generate_launch_description():
-    share = FindPackageShare(PACKAGE)
-    return LaunchDescription([
-        DeclareLaunchArgument("model", default_value="", description="model name (default: the params file's)"),
-        DeclareLaunchArgument("checkpoint", default_value="", description="weights file (default: the params file's)"),
-        DeclareLaunchArgument("device", default_value="", description="cpu, cuda, cuda:N (default: the params file's)"),
-        DeclareLaunchArgument("deadline_ms", default_value="", description="per-frame budget in ms, 0 = none"),
-        DeclareLaunchArgument("priority", default_value="", description="priority of this input's frames"),
-        DeclareLaunchArgument("image", default_value="image", description="input sensor_msgs/Image topic"),
-        DeclareLaunchArgument("camera_info", default_value="",
-                              description="input CameraInfo topic (default: camera_info next to `image`)"),
-        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its outputs"),
-        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", TASK_CONFIG]),
-                              description="ROS parameter file of the node"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag playback)"),
-        DeclareLaunchArgument("fastdds_profile",
-                              default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"]),
-                              description="Fast DDS profile for large images between processes; '' keeps the default"),
-        DeclareLaunchArgument("player", default_value="false",
-                              description="also play a clip on `image` with anytime_player (looping)"),
-        DeclareLaunchArgument("player_source", default_value="",
-                              description="what the player plays: folder or video; '' = the shipped clip"),
-        DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with rviz/anytime.rviz"),
-        SetEnvironmentVariable(
-            "FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile"),
-            condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration("fastdds_profile"), ""))),
-        OpaqueFunction(function=_nodes),
-        Node(
-            package="rviz2",
-            executable="rviz2",
-            name="rviz2",
-            arguments=["-d", PathJoinSubstitution([share, "rviz", "anytime.rviz"])],
-            condition=IfCondition(LaunchConfiguration("rviz")),
-        ),
-    ])
+    return anytime_launch_description("seg")

@@ -3,6 +3,7 @@ package (not installable here): each launch file is imported with small stand-in
 that accept only names and keyword arguments those packages have, and its OpaqueFunction is run with the declared
 defaults. The parameter files are parsed by rcl's own YAML parser (a node started with --params-file)."""
 import ast
+import contextlib
 import importlib.util
 import os
 import re
@@ -16,6 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = {"seg.launch.py": "seg.yaml", "pose.launch.py": "pose.yaml"}
+SHARED_DESCRIPTION = ROOT / "anytime_perception" / "ros" / "launch_description.py"
 REQUIRED_ARGS = {"model", "checkpoint", "device", "image", "namespace", "params_file", "use_sim_time"}
 PUBLIC_PARAMETERS = {"model": str, "checkpoint": str, "device": str, "deadline_ms": float, "priority": int}
 
@@ -100,21 +102,28 @@ def fake_launch_modules() -> dict:
             "launch_ros.substitutions": ros_substitutions}
 
 
-def load_launch_description(path: Path):
+@contextlib.contextmanager
+def fake_launch():
+    """`launch` and `launch_ros` replaced by the stand-ins while the block runs."""
     modules = fake_launch_modules()
     saved = {name: sys.modules.get(name) for name in modules}
     sys.modules.update(modules)
     try:
-        spec = importlib.util.spec_from_file_location(f"launch_file_{path.stem.replace('.', '_')}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.generate_launch_description()
+        yield
     finally:
         for name, old in saved.items():
             if old is None:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = old
+
+
+def load_launch_description(path: Path):
+    with fake_launch():
+        spec = importlib.util.spec_from_file_location(f"launch_file_{path.stem.replace('.', '_')}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.generate_launch_description()
 
 
 def console_scripts() -> dict:
@@ -145,7 +154,7 @@ def test_launch_file_structure(launch_file, params):
     assert all(e.kwargs.get("description") for e in declared.values())
 
     # every LaunchConfiguration used is declared
-    source = (ROOT / "launch" / launch_file).read_text()
+    source = (ROOT / "launch" / launch_file).read_text() + SHARED_DESCRIPTION.read_text()
     used = set(re.findall(r'LaunchConfiguration\("(\w+)"\)', source)) | set(re.findall(r'cfg\["(\w+)"\]', source)) \
         | set(re.findall(r'cfg\.get\("(\w+)"', source))
     assert used <= set(declared), used - set(declared)
@@ -169,6 +178,7 @@ def test_launch_file_structure(launch_file, params):
     assert len(opaque) == 1 and entities.index(opaque[0]) > entities.index(env[0])
     (node,) = opaque[0].kwargs["function"](context)
     assert (node.kwargs["package"], node.kwargs["executable"]) == ("anytime_perception", "anytime_node")
+    assert node.kwargs["name"] == "anytime_" + launch_file.split(".")[0]
     assert node.kwargs["parameters"][0] == context.launch_configurations["params_file"]
     assert node.kwargs["parameters"][1] == {"use_sim_time": False}           # empty args keep the file's values
     assert dict(node.kwargs["remappings"]) == {"image": "image", "image/compressed": "image/compressed",
@@ -193,6 +203,12 @@ def test_launch_file_structure(launch_file, params):
     for executable in (node.kwargs["executable"], player.kwargs["executable"]):
         assert executable in console_scripts()
         assert cmake_executables()[executable] == console_scripts()[executable].split(":")[0]
+
+
+def test_shared_description_rejects_an_unknown_task():
+    from anytime_perception.ros.launch_description import anytime_launch_description
+    with fake_launch(), pytest.raises(ValueError, match="task must be one of"):
+        anytime_launch_description("depth")
 
 
 def test_console_scripts_point_at_modules_with_main():
