@@ -242,6 +242,52 @@ def test_bfloat16_units(backend):
         assert rel_err(got, ref) < 3e-2, kind
 
 
+HAVE_AMX = HAVE_EXT and hasattr(extension(), "conv_rows_amx") and bool(extension().amx_available())
+
+
+@pytest.mark.skipif(not HAVE_AMX, reason="no AMX (or extension built without it)")
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_bfloat16_amx_kernel_equals_gather_gemm_and_emulation(kind, monkeypatch):
+    """bf16 AMX tile kernel (gather fused, rows finished from the tiles): batch of 3 with different masks per image,
+    odd sizes, every conv kind; equal to the gather + oneDNN GEMM route up to bf16 rounding of reordered fp32 sums,
+    and as close to the fp32 emulation as bf16 allows."""
+    c_in, c_out, k, s, bias, bn, relu, residual = KINDS[kind]
+    seq = random_unit(c_in, c_out, k, s, bias, bn, relu, seed=list(KINDS).index(kind))
+    h, w = 19, 23
+    x = torch.randn(3, c_in, h, w)
+    ho, wo = seq[0].output_size(h, w)
+    res = torch.randn(3, c_out, ho, wo) if residual else None
+    gen = torch.Generator().manual_seed(5)
+    masks = [(torch.rand(3, 1, ho, wo, generator=gen) < p).float() for p in (0.1, 0.5, 0.9)]
+    masks.append(torch.stack([torch.ones(1, ho, wo), torch.zeros(1, ho, wo), (torch.rand(1, ho, wo) < 0.3).float()]))
+    seq16 = copy.deepcopy(seq).bfloat16()
+    x16 = x.bfloat16().contiguous(memory_format=torch.channels_last)
+    res16 = res.bfloat16() if res is not None else None
+    for base in masks:
+        ref = reference(seq, x, base, res, relu)
+        got = {}
+        for amx in (True, False):
+            monkeypatch.setattr(executor, "USE_AMX", amx)
+            ex = SparseExecution(backend="cpp", dense_above=1.01)
+            with torch.no_grad():
+                got[amx] = ex.unit(seq16[0], seq16[1] if bn else None, relu, x16, ComputeMask(base.bfloat16(), ex),
+                                   res16)
+        assert got[True].dtype == torch.bfloat16 and got[True].shape == ref.shape
+        assert rel_err(got[True], got[False]) < 1e-2, (kind, base.mean().item())
+        assert rel_err(got[True], ref) < 3e-2, (kind, base.mean().item())
+
+
+def test_fill_band_keep_marks_the_rows_the_fill_reads():
+    gen = torch.Generator().manual_seed(3)
+    base = (torch.rand(2, 1, 13, 17, generator=gen) < 0.4).float()
+    mask = ComputeMask(base, SparseExecution())
+    active = tables.active_rows(mask, 13, 17)
+    band = tables.fill_band(mask, 13, 17, 8)
+    read = set(band.tab[band.tab >= 0].tolist())
+    expected = [1 if int(row) in read else 0 for row in active.act.tolist()]
+    assert band.keep.tolist() == expected
+
+
 def test_bfloat16_within_bf16_rounding():
     """bf16 (AMX on CPU): sparse bf16 is as close to fp32 as the emulation's own bf16 run (masks held fixed)."""
     emulated, sparse = model_pair("adpc_hrnet_w18s_seg", criterion="random")

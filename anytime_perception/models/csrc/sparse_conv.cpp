@@ -5,6 +5,10 @@
 //   conv_rows:  for chunks of active rows, gather their im2col rows (k*k*C_in values, zeros outside the image) into a
 //               preallocated buffer, one GEMM per chunk (at::mm_out: MKL sgemm / oneDNN bf16 on AMX) into a compact
 //               (N_active, C_out) matrix Y.
+//   conv_rows_direct (fp32, AVX-512) and conv_rows_amx (bf16, AMX tiles, gather into an L2-sized buffer): the same
+//               without a GEMM call per chunk. All three can finish the active rows themselves (Finish: bias,
+//               residual, ReLU, written to the output while the results are in registers or cache); the epilogue
+//               then only writes skipped rows.
 //   epilogue:   one pass over every output row that writes the finished unit output
 //                 active:   z = Y[row] + b_act                     (conv bias and eval-BN folded into W and b_act)
 //                 band:     z = sum_o w_o Y[nbr_o] + u * sum_o w_o + t   (RBF fill from active neighbours; u = b_act - t)
@@ -22,6 +26,10 @@
 #include <vector>
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(__AMX_TILE__)
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 namespace {
@@ -121,10 +129,68 @@ void gather_rows(const T* x, const Geometry& g, const int32_t* act, int64_t n, T
   });
 }
 
+// The finished unit output of active rows, written where the conv result is still in cache (fused epilogue):
+// out[act[r]] = relu?(Y[r] + b_act (+ residual[act[r]])), in the same float arithmetic as `epilogue`.
+struct Finish {
+  void* out = nullptr;        // (R, C_out) rows, or nullptr: no fused finalisation
+  const void* res = nullptr;  // (R, C_out) residual rows or nullptr
+  const float* bact = nullptr;
+  bool relu = false;
+};
+
+template <typename T>
+void finish_rows(const Finish& fin, const T* Y, const int32_t* act, int64_t n, int64_t C) {
+  T* out = static_cast<T*>(fin.out);
+  const T* res = static_cast<const T*>(fin.res);
+  const float* bact = fin.bact;
+  const bool relu = fin.relu;
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t f = act[r];
+      const T* src = Y + r * C;
+      T* dst = out + f * C;
+      const T* rr = res ? res + f * C : nullptr;
+      if (rr && relu)
+        for (int64_t c = 0; c < C; ++c)
+          Cvt<T>::store(dst, c, std::max(Cvt<T>::load(src, c) + bact[c] + Cvt<T>::load(rr, c), 0.f));
+      else if (rr)
+        for (int64_t c = 0; c < C; ++c) Cvt<T>::store(dst, c, Cvt<T>::load(src, c) + bact[c] + Cvt<T>::load(rr, c));
+      else if (relu)
+        for (int64_t c = 0; c < C; ++c) Cvt<T>::store(dst, c, std::max(Cvt<T>::load(src, c) + bact[c], 0.f));
+      else
+        for (int64_t c = 0; c < C; ++c) Cvt<T>::store(dst, c, Cvt<T>::load(src, c) + bact[c]);
+    }
+  });
+}
+
+// Checks the optional fused-finalisation arguments: out (R, C_out) or empty (none), residual (R, C_out) or empty,
+// bact fp32 (C_out,).
+Finish make_finish(const at::Tensor& y, const at::Tensor& out, const at::Tensor& bact, const at::Tensor& residual,
+                   bool relu) {
+  Finish fin;
+  if (out.numel() == 0) return fin;
+  const int64_t C = y.size(1);
+  TORCH_CHECK(out.dim() == 2 && out.size(1) == C && out.is_contiguous() && out.scalar_type() == y.scalar_type(),
+              "fused finish: out must be contiguous (R, C_out) in y's dtype");
+  TORCH_CHECK(bact.scalar_type() == at::kFloat && bact.numel() == C && bact.is_contiguous(),
+              "fused finish: bact must be fp32 (C_out,)");
+  if (residual.numel() > 0) {
+    TORCH_CHECK(residual.is_contiguous() && residual.numel() == out.numel() &&
+                residual.scalar_type() == out.scalar_type(), "fused finish: residual mismatch");
+    fin.res = residual.data_ptr();
+  }
+  fin.out = out.data_ptr();
+  fin.bact = bact.data_ptr<float>();
+  fin.relu = relu;
+  return fin;
+}
+
 // x: (B, H, W, C_in) contiguous; act: int32 active output rows (b*Ho*Wo + oh*Wo + ow), sorted; wt: (k*k*C_in, C_out);
-// abuf: (chunk, k*k*C_in) workspace; y: (N_active, C_out) output.
+// abuf: (chunk, k*k*C_in) workspace; y: (N_active, C_out) output. With a non-empty `out` every chunk's active rows
+// are also finished into out (see Finish) right after its GEMM.
 void conv_rows(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wt, int64_t Ho, int64_t Wo, int64_t k,
-               int64_t stride, int64_t pad, at::Tensor& abuf, at::Tensor& y) {
+               int64_t stride, int64_t pad, at::Tensor& abuf, at::Tensor& y, const at::Tensor& out,
+               const at::Tensor& bact, const at::Tensor& residual, bool relu) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "conv_rows: x must be a contiguous (B, H, W, C) tensor");
   TORCH_CHECK(act.scalar_type() == at::kInt && act.is_contiguous(), "conv_rows: act must be contiguous int32");
   TORCH_CHECK(x.scalar_type() == wt.scalar_type() && x.scalar_type() == abuf.scalar_type() &&
@@ -136,6 +202,7 @@ void conv_rows(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wt,
   const int64_t n = act.size(0);
   const int64_t chunk = abuf.size(0);
   const int32_t* a = act.data_ptr<int32_t>();
+  const Finish fin = make_finish(y, out, bact, residual, relu);
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t m = std::min(chunk, n - start);
     if (x.scalar_type() == at::kFloat) {
@@ -146,8 +213,15 @@ void conv_rows(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wt,
     } else {
       TORCH_CHECK(false, "conv_rows: float32 or bfloat16 only");
     }
-    auto out = y.narrow(0, start, m);
-    at::mm_out(out, abuf.narrow(0, 0, m), wt);
+    auto ychunk = y.narrow(0, start, m);
+    at::mm_out(ychunk, abuf.narrow(0, 0, m), wt);
+    if (fin.out) {
+      if (x.scalar_type() == at::kFloat)
+        finish_rows<float>(fin, y.data_ptr<float>() + start * y.size(1), a + start, m, y.size(1));
+      else
+        finish_rows<uint16_t>(fin, reinterpret_cast<const uint16_t*>(y.data_ptr<at::BFloat16>()) + start * y.size(1),
+                              a + start, m, y.size(1));
+    }
   }
 }
 
@@ -159,9 +233,22 @@ void conv_rows(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wt,
 // Weights are packed per block of 48 output channels as (tap, c_in, 48).
 constexpr int MR = 8;
 
+// Where the last tap group of a block also finishes its rows (Finish, columns n0.. of the block): frow = active rows
+// of the block, keep = which Y rows the fill needs (nullptr: all).
+struct BlockFinish {
+  float* out;
+  const float* res;
+  const float* bact;
+  const int32_t* frow;
+  const uint8_t* keep;
+  int64_t ldo;
+  bool relu;
+};
+
 template <int NV, bool Accumulate>
 inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_t t0, int64_t t1, int64_t C,
-                        const float* w /* (T, C, NV*16) */, float* y, int64_t ldy, int rows, __mmask16 last) {
+                        const float* w /* (T, C, NV*16) */, float* y, int64_t ldy, int rows, __mmask16 last,
+                        const BlockFinish* fin = nullptr) {
   __m512 acc[MR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -189,6 +276,24 @@ inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_
       }
     }
   }
+  if (fin) {
+    for (int r = 0; r < rows; ++r) {
+      const int64_t f = fin->frow[r];
+      float* o = fin->out + f * fin->ldo;
+      const float* rs = fin->res ? fin->res + f * fin->ldo : nullptr;
+      const bool keep = !fin->keep || fin->keep[r];
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) {
+        const __mmask16 mk = v == NV - 1 ? last : __mmask16(0xFFFF);
+        if (keep) _mm512_mask_storeu_ps(y + r * ldy + v * 16, mk, acc[r][v]);
+        __m512 z = _mm512_add_ps(acc[r][v], _mm512_maskz_loadu_ps(mk, fin->bact + v * 16));
+        if (rs) z = _mm512_add_ps(z, _mm512_maskz_loadu_ps(mk, rs + v * 16));
+        if (fin->relu) z = _mm512_max_ps(z, _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(o + v * 16, mk, z);
+      }
+    }
+    return;
+  }
   for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 3
     for (int v = 0; v < NV; ++v)
@@ -199,11 +304,13 @@ constexpr int64_t MIN_ROW_CHUNK = 64;         // rows sharing one pass over a we
 constexpr int64_t MAX_ROW_CHUNK = 2048;
 constexpr int64_t PANEL_BYTES = 192 * 1024;   // one (taps x C_in x 48) weight panel, kept in L2
 
-// x: (B, H, W, C_in) fp32; act: int32 active output rows; wp: pack_direct(weight); y: (N_active, C_out), C_out a
-// multiple of 16. Rows in chunks of 64; per chunk, per block of 48 output channels, per group of taps whose weights
-// fit in L2, every block of 8 rows.
+// x: (B, H, W, C_in) fp32; act: int32 active output rows; wp: pack_direct(weight); y: (N_active, C_out).
+// Rows in chunks of 64; per chunk, per block of 48 output channels, per group of taps whose weights fit in L2, every
+// block of 8 rows. With a non-empty `out` the last tap group also writes the finished rows (Finish) from registers,
+// and stores Y only for the rows with keep[r] != 0 (keep empty: all rows).
 void conv_rows_direct(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wp, int64_t Ho, int64_t Wo,
-                      int64_t k, int64_t stride, int64_t pad, at::Tensor& y) {
+                      int64_t k, int64_t stride, int64_t pad, at::Tensor& y, const at::Tensor& out,
+                      const at::Tensor& bact, const at::Tensor& residual, bool relu, const at::Tensor& keep) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 4, "conv_rows_direct: fp32 NHWC x");
   TORCH_CHECK(y.scalar_type() == at::kFloat && y.is_contiguous() && wp.is_contiguous(), "conv_rows_direct: buffers");
   const int64_t H = x.size(1), W = x.size(2), C = x.size(3);
@@ -213,6 +320,10 @@ void conv_rows_direct(const at::Tensor& x, const at::Tensor& act, const at::Tens
   const int32_t* a = act.data_ptr<int32_t>();
   const float* xp = x.data_ptr<float>();
   const float* wpp = wp.data_ptr<float>();
+  const Finish fin = make_finish(y, out, bact, residual, relu);
+  TORCH_CHECK(keep.numel() == 0 || (keep.scalar_type() == at::kByte && keep.numel() == n && keep.is_contiguous()),
+              "conv_rows_direct: keep must be uint8 (N_active,) or empty");
+  const uint8_t* kp = (fin.out && keep.numel()) ? keep.data_ptr<uint8_t>() : nullptr;
   float* yp = y.data_ptr<float>();
   const int64_t hw = Ho * Wo;
   const int64_t taps_per_group = std::max<int64_t>(1, PANEL_BYTES / (C * 48 * 4));
@@ -263,14 +374,22 @@ void conv_rows_direct(const at::Tensor& x, const at::Tensor& act, const at::Tens
           const int rows = static_cast<int>(std::min<int64_t>(MR, crow - r0));
           float* yb = yp + (c0 + r0) * Cout + n0;
           const float* const* pr = ptr.data() + r0 * T;
+          BlockFinish bf;
+          const BlockFinish* pf = nullptr;
+          if (fin.out && t1 == T) {
+            bf = BlockFinish{static_cast<float*>(fin.out) + n0,
+                             fin.res ? static_cast<const float*>(fin.res) + n0 : nullptr, fin.bact + n0,
+                             a + c0 + r0, kp ? kp + c0 + r0 : nullptr, Cout, fin.relu};
+            pf = &bf;
+          }
           if (t0 > 0) {
-            if (nr == 48) igemm_block<3, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
-            else if (nr == 32) igemm_block<2, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
-            else igemm_block<1, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
+            if (nr == 48) igemm_block<3, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last, pf);
+            else if (nr == 32) igemm_block<2, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last, pf);
+            else igemm_block<1, true>(pr, T, t0, t1, C, w, yb, Cout, rows, last, pf);
           } else {
-            if (nr == 48) igemm_block<3, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
-            else if (nr == 32) igemm_block<2, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
-            else igemm_block<1, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last);
+            if (nr == 48) igemm_block<3, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last, pf);
+            else if (nr == 32) igemm_block<2, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last, pf);
+            else igemm_block<1, false>(pr, T, t0, t1, C, w, yb, Cout, rows, last, pf);
           }
         }
       }
@@ -298,12 +417,13 @@ at::Tensor pack_direct(const at::Tensor& weight) {
 template <typename T, bool Dense>
 void epilogue_impl(T* out, const T* Y, int64_t R, int64_t C, const int32_t* cmap, const int32_t* bandmap,
                    const int32_t* tab, int64_t ntab, int64_t nuse, const float* w, const float* bact, const float* t,
-                   const float* u, const T* res, bool relu) {
+                   const float* u, const T* res, bool relu, bool skip_active) {
   at::parallel_for(0, R, 256, [&](int64_t begin, int64_t end) {
     std::vector<float> zbuf(C);
     float* z = zbuf.data();
     for (int64_t f = begin; f < end; ++f) {
       const int32_t ci = cmap[f];
+      if (ci >= 0 && skip_active) continue;  // finished by the conv (fused)
       if (ci >= 0) {
         const T* src = Y + (Dense ? f : static_cast<int64_t>(ci)) * C;
         for (int64_t c = 0; c < C; ++c) z[c] = Cvt<T>::load(src, c) + bact[c];
@@ -344,10 +464,11 @@ void epilogue_impl(T* out, const T* Y, int64_t R, int64_t C, const int32_t* cmap
 
 // out: (R, C) output rows; y: compact (N, C) or dense (R, C) conv output without bias; cmap: (R,) int32 compact index
 // or -1; bandmap: (R,) int32 band index or -1 (or empty); tab: (N_band, ntab) int32 neighbour pixel index or -1, the
-// first nuse columns used with weights w (fp32); bact/t/u: fp32 (C,); residual: (R, C) or empty.
+// first nuse columns used with weights w (fp32); bact/t/u: fp32 (C,); residual: (R, C) or empty. skip_active: leave
+// active rows as they are (the conv finished them).
 void epilogue(at::Tensor& out, const at::Tensor& y, bool dense, const at::Tensor& cmap, const at::Tensor& bandmap,
               const at::Tensor& tab, int64_t nuse, const at::Tensor& w, const at::Tensor& bact, const at::Tensor& t,
-              const at::Tensor& u, const at::Tensor& residual, bool relu) {
+              const at::Tensor& u, const at::Tensor& residual, bool relu, bool skip_active) {
   TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && y.is_contiguous(), "epilogue: contiguous 2-d out and y");
   const int64_t R = out.size(0), C = out.size(1);
   TORCH_CHECK(y.size(1) == C && cmap.numel() == R, "epilogue: shape mismatch");
@@ -372,10 +493,10 @@ void epilogue(at::Tensor& out, const at::Tensor& y, bool dense, const at::Tensor
     const T* rr = has_res ? reinterpret_cast<const T*>(residual.PTR()) : nullptr;                                 \
     if (dense)                                                                                                     \
       epilogue_impl<T, true>(o, yy, R, C, cm, bm, tb, ntab, nu, wp, bact.data_ptr<float>(), t.data_ptr<float>(),   \
-                             u.data_ptr<float>(), rr, relu);                                                       \
+                             u.data_ptr<float>(), rr, relu, skip_active);                                                       \
     else                                                                                                           \
       epilogue_impl<T, false>(o, yy, R, C, cm, bm, tb, ntab, nu, wp, bact.data_ptr<float>(), t.data_ptr<float>(),  \
-                              u.data_ptr<float>(), rr, relu);                                                      \
+                              u.data_ptr<float>(), rr, relu, skip_active);                                                      \
   } while (0)
   TORCH_CHECK(out.scalar_type() == y.scalar_type(), "epilogue: dtypes differ");
   if (out.scalar_type() == at::kFloat) {
@@ -388,15 +509,205 @@ void epilogue(at::Tensor& out, const at::Tensor& y, bool dense, const at::Tensor
 #undef ANYTIME_EPILOGUE
 }
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512F__)
+// bf16 on AMX with the gather fused: active rows are gathered (im2col, K = k*k*C_in padded to 32) a few hundred at a
+// time into a per-thread buffer that stays in L2, and multiplied by VNNI-packed weights with tile dot products
+// (blocks of 32 rows x 32 output channels: 2 A, 2 B and 4 accumulator tiles, all 16 x 64 bytes). The fp32 sums are
+// rounded to bf16 (what a bf16 GEMM returns) and the rows finished from there (Finish), so values match the
+// gather + oneDNN GEMM route up to the order of the fp32 sums. No per-chunk GEMM call, no A round trip to memory.
+namespace amx {
+
+bool request_permission() {
+  static const bool ok = [] {
+    constexpr long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+  }();
+  return ok;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+inline void configure() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+constexpr int64_t MB = 32;                 // rows per tile block
+constexpr int64_t CHUNK_BYTES = 192 * 1024;  // gathered rows per pass over the weights, about this many bytes
+
+}  // namespace amx
+
+// (K, C_out) bf16 weights (taps (ky, kx, c_in) as gathered) -> VNNI tiles: K padded to 32, C_out to 16, laid out as
+// [C_out/16][K/32][16 pairs of k][16 columns][2], one contiguous 1 KiB B tile per (column block, k block).
+at::Tensor pack_amx(const at::Tensor& wt) {
+  TORCH_CHECK(wt.dim() == 2 && wt.scalar_type() == at::kBFloat16, "pack_amx: (K, C_out) bf16 weights");
+  const int64_t K = wt.size(0), N = wt.size(1);
+  const int64_t Kp = (K + 31) / 32 * 32, Np = (N + 15) / 16 * 16;
+  auto w = at::constant_pad_nd(wt, {0, Np - N, 0, Kp - K});
+  return w.view({Kp / 32, 16, 2, Np / 16, 16}).permute({3, 0, 1, 4, 2}).contiguous().view({Kp, Np});
+}
+
+bool amx_available() { return amx::request_permission(); }
+
+// x: (B, H, W, C_in) bf16; act: int32 active rows; wv: pack_amx(weights) (K padded, C_out padded); y: (N_active, C_out)
+// bf16 raw conv output, stored for rows with keep[r] != 0 (keep empty: all); out/bact/residual/relu: Finish (out must
+// be given).
+void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor& wv, int64_t Ho, int64_t Wo, int64_t k,
+                   int64_t stride, int64_t pad, at::Tensor& y, const at::Tensor& out, const at::Tensor& bact,
+                   const at::Tensor& residual, bool relu, const at::Tensor& keep) {
+  TORCH_CHECK(amx::request_permission(), "conv_rows_amx: AMX is not available");
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.is_contiguous() && x.dim() == 4, "conv_rows_amx: bf16 NHWC x");
+  TORCH_CHECK(y.scalar_type() == at::kBFloat16 && y.is_contiguous() && wv.is_contiguous() &&
+                  wv.scalar_type() == at::kBFloat16, "conv_rows_amx: buffers");
+  TORCH_CHECK(out.numel() > 0, "conv_rows_amx: out is required");
+  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), Ho, Wo, k, stride, pad};
+  const int64_t K = k * k * g.C, Kp = (K + 31) / 32 * 32;
+  const int64_t Cout = y.size(1), Np = (Cout + 15) / 16 * 16;
+  TORCH_CHECK(wv.size(0) == Kp && wv.size(1) == Np, "conv_rows_amx: packed weights do not match");
+  const int64_t n = act.numel();
+  TORCH_CHECK(y.size(0) == n, "conv_rows_amx: y rows");
+  TORCH_CHECK(keep.numel() == 0 || (keep.scalar_type() == at::kByte && keep.numel() == n && keep.is_contiguous()),
+              "conv_rows_amx: keep must be uint8 (N_active,) or empty");
+  const Finish fin = make_finish(y, out, bact, residual, relu);
+  const uint8_t* kp = keep.numel() ? keep.data_ptr<uint8_t>() : nullptr;
+  const int32_t* a = act.data_ptr<int32_t>();
+  const uint16_t* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  const uint16_t* wp = reinterpret_cast<const uint16_t*>(wv.data_ptr<at::BFloat16>());
+  uint16_t* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
+  uint16_t* op = static_cast<uint16_t*>(fin.out);
+  const uint16_t* rp = static_cast<const uint16_t*>(fin.res);
+  const float* bp = fin.bact;
+  const int64_t KC = Kp / 32, NB = Np / 16;
+  // rows per chunk: a multiple of 32 whose A fits the budget; at least two chunks per thread when there are rows
+  const int64_t threads = at::get_num_threads();
+  int64_t chunk = std::max<int64_t>(amx::MB, amx::CHUNK_BYTES / (Kp * 2) / amx::MB * amx::MB);
+  const int64_t per_thread = ((n + 2 * threads - 1) / (2 * threads) + amx::MB - 1) / amx::MB * amx::MB;
+  chunk = std::min(chunk, std::max<int64_t>(amx::MB, per_thread));
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  at::parallel_for(0, nchunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint16_t, std::allocator<uint16_t>> abuf_v(chunk * Kp + 32);
+    uint16_t* abuf = abuf_v.data();
+    alignas(64) float cbuf[amx::MB * 32];
+    amx::configure();
+    for (int64_t ch = begin; ch < end; ++ch) {
+      const int64_t r0 = ch * chunk, m = std::min(chunk, n - r0);
+      const int64_t mp = (m + amx::MB - 1) / amx::MB * amx::MB;
+      // gather (zero K padding and padding rows)
+      for (int64_t r = 0; r < mp; ++r) {
+        uint16_t* dst = abuf + r * Kp;
+        if (r >= m) {
+          zero_bytes(dst, Kp * 2);
+          continue;
+        }
+        const int64_t f = a[r0 + r];
+        const int64_t b = f / (g.Ho * g.Wo), rem = f - b * (g.Ho * g.Wo), oh = rem / g.Wo, ow = rem - oh * g.Wo;
+        const int64_t iw0 = ow * g.stride - g.pad, taprow = g.k * g.C;
+        for (int64_t kh = 0; kh < g.k; ++kh) {
+          uint16_t* d = dst + kh * taprow;
+          const int64_t ih = oh * g.stride - g.pad + kh;
+          if (ih < 0 || ih >= g.H) {
+            zero_bytes(d, taprow * 2);
+            continue;
+          }
+          const uint16_t* row = xp + ((b * g.H + ih) * g.W) * g.C;
+          if (g.stride == 1 && iw0 >= 0 && iw0 + g.k <= g.W) {
+            copy_bytes(d, row + iw0 * g.C, taprow * 2);
+            continue;
+          }
+          for (int64_t kw = 0; kw < g.k; ++kw) {
+            const int64_t iw = iw0 + kw;
+            if (iw < 0 || iw >= g.W) zero_bytes(d + kw * g.C, g.C * 2);
+            else copy_bytes(d + kw * g.C, row + iw * g.C, g.C * 2);
+          }
+        }
+        if (Kp > K) zero_bytes(dst + K, (Kp - K) * 2);
+      }
+      // tiles: per pair of 16-column blocks, every 32-row block of the chunk
+      for (int64_t nb = 0; nb < NB; nb += 2) {
+        const bool two = nb + 1 < NB;
+        const uint16_t* b0 = wp + nb * KC * 512;
+        const uint16_t* b1 = b0 + KC * 512;
+        const int64_t ncols = std::min<int64_t>(two ? 32 : 16, Cout - nb * 16);
+        for (int64_t rb = 0; rb < mp; rb += amx::MB) {
+          const uint16_t* a0 = abuf + rb * Kp;
+          const uint16_t* a1 = a0 + 16 * Kp;
+          _tile_zero(4);
+          _tile_zero(5);
+          _tile_zero(6);
+          _tile_zero(7);
+          for (int64_t kc = 0; kc < KC; ++kc) {
+            _tile_loadd(0, a0 + kc * 32, Kp * 2);
+            _tile_loadd(1, a1 + kc * 32, Kp * 2);
+            _tile_loadd(2, b0 + kc * 512, 64);
+            _tile_dpbf16ps(4, 0, 2);
+            _tile_dpbf16ps(6, 1, 2);
+            if (two) {
+              _tile_loadd(3, b1 + kc * 512, 64);
+              _tile_dpbf16ps(5, 0, 3);
+              _tile_dpbf16ps(7, 1, 3);
+            }
+          }
+          _tile_stored(4, cbuf, 128);
+          _tile_stored(6, cbuf + 16 * 32, 128);
+          if (two) {
+            _tile_stored(5, cbuf + 16, 128);
+            _tile_stored(7, cbuf + 16 * 32 + 16, 128);
+          }
+          const int64_t rows = std::min<int64_t>(amx::MB, m - rb);
+          const int64_t c0 = nb * 16;
+          const __m512 zero = _mm512_setzero_ps();
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t ri = r0 + rb + r;
+            const int64_t f = a[ri];
+            const bool keep_y = !kp || kp[ri];
+            for (int64_t j = 0; j * 16 < ncols; ++j) {
+              const int64_t c = c0 + j * 16;
+              const int64_t left = std::min<int64_t>(16, ncols - j * 16);
+              const __mmask16 mk = static_cast<__mmask16>((1u << left) - 1u);
+              const __m256i yv = (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(cbuf + r * 32 + j * 16));
+              if (keep_y) _mm256_mask_storeu_epi16(yp + ri * Cout + c, mk, yv);
+              __m512 z = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(yv), 16));
+              z = _mm512_add_ps(z, _mm512_maskz_loadu_ps(mk, bp + c));
+              if (rp) {
+                const __m256i rv = _mm256_maskz_loadu_epi16(mk, rp + f * Cout + c);
+                z = _mm512_add_ps(z, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(rv), 16)));
+              }
+              if (relu) z = _mm512_max_ps(z, zero);
+              _mm256_mask_storeu_epi16(op + f * Cout + c, mk, (__m256i)_mm512_cvtneps_pbh(z));
+            }
+          }
+        }
+      }
+    }
+    _tile_release();
+  });
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "anytime_perception sparse masked convolution: CPU gather-GEMM and fused scatter epilogue";
-  m.def("conv_rows", &conv_rows, "GEMM of the active rows' im2col, gathered chunk by chunk");
+  m.def("conv_rows", &conv_rows, "GEMM of the active rows' im2col, gathered chunk by chunk (optionally finished)");
 #if defined(__AVX512F__)
   m.def("conv_rows_direct", &conv_rows_direct, "fp32 AVX-512 implicit GEMM of the active rows (no im2col buffer)");
   m.def("pack_direct", &pack_direct, "weights packed for conv_rows_direct");
 #endif
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512F__)
+  m.def("amx_available", &amx_available, "whether this process may use AMX tiles (asks the kernel once)");
+  m.def("pack_amx", &pack_amx, "bf16 (K, C_out) weights packed as AMX VNNI tiles for conv_rows_amx");
+  m.def("conv_rows_amx", &conv_rows_amx, "bf16 AMX conv of the active rows, gather fused, rows finished");
+#endif
   m.def("epilogue", &epilogue, "finished unit output: active rows, RBF fill band, BN shift, residual, ReLU");
-  m.attr("ABI") = 1;
+  m.attr("ABI") = 2;
 }

@@ -9,7 +9,7 @@ import os
 import warnings
 
 _STATE: dict = {}
-ABI = 1
+ABI = 2
 
 
 def extension():

@@ -5,10 +5,12 @@ uses. A masked conv is run as a *unit* with what follows it when the model lets 
 (`masked_conv.executor_unit`): conv -> eval BatchNorm -> (+ residual) -> ReLU, so that
 
 - computed pixels: the conv with BN folded into weights and bias (fp32: the extension's AVX-512 direct kernel;
-  bf16: im2col rows gathered in cache-sized chunks, one AMX GEMM per chunk);
+  bf16: the extension's AMX tile kernel on im2col rows gathered into an L2-sized per-thread buffer, or without AMX
+  im2col chunks and one GEMM per chunk), finished (bias, residual, ReLU) by the conv kernel itself while its results
+  are in registers or cache; the raw conv output is kept only for rows the fill reads;
 - skipped pixels next to computed ones: the RBF fill of the raw conv output, then BN's affine map;
 - all other skipped pixels: the fill is zero there, so the unit's pre-activation is BN's shift `t`;
-- residual add and ReLU applied in the same single pass that writes the output (channels_last).
+- skipped pixels get residual add and ReLU in one pass that writes them (channels_last).
 
 Index tables come from `tables.py`, built once per exit and resolution. Per layer, when the active share exceeds a
 calibrated threshold (`DENSE_ABOVE`), the conv runs densely (oneDNN) and the same pass fixes the skipped pixels.
@@ -72,6 +74,7 @@ class _Folded:
     ubias: Tensor  # fp32 (C_out,): s*b = bact - t
     rbf: Tensor  # fp32 (48,): RBF weights of tables.OFFSETS
     nuse: int  # offsets that matter (tables.offsets_needed)
+    wa: Tensor | None = None  # bf16 weights packed as AMX tiles (extension's conv_rows_amx); made on first use
 
     def gemm_weight(self) -> Tensor:
         if self.wt is None:
@@ -79,11 +82,24 @@ class _Folded:
             self.wt = self.weight.permute(2, 3, 1, 0).reshape(-1, c_out).contiguous()
         return self.wt
 
+    def amx_weight(self) -> Tensor:
+        if self.wa is None:
+            self.wa = extension().pack_amx(self.gemm_weight())
+        return self.wa
+
 
 # The extension's fp32 direct kernel (AVX-512 implicit GEMM, no im2col buffer) runs at 0.9-0.99 of the dense conv's
 # per-FLOP speed for every HRNet-W48 unit measured (3x3 stride 1 and 2 with 48-384 channels, 1x1 up to 720x720),
 # against 0.65-0.9 for gather + MKL sgemm (the gather's memory traffic). bf16 keeps gather + oneDNN's AMX GEMM.
 USE_DIRECT = True
+# bf16 with AMX: the extension's tile kernel with the gather fused (rows gathered into an L2-sized per-thread buffer,
+# no oneDNN call per chunk, rows finished from the tiles' results) instead of gather + oneDNN GEMM per chunk.
+USE_AMX = True
+
+
+def _amx() -> bool:
+    ext = extension()
+    return USE_AMX and ext is not None and hasattr(ext, "conv_rows_amx") and bool(ext.amx_available())
 
 
 def _pack_direct(weight: Tensor, dtype: torch.dtype) -> Tensor | None:
@@ -285,28 +301,40 @@ class SparseExecution:
         rows = active.rows
         x = x.contiguous(memory_format=torch.channels_last)
         out = torch.empty((b, c_out, ho, wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        out2 = out.permute(0, 2, 3, 1).reshape(rows, c_out)
+        res = _EMPTY if residual is None else \
+            residual.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(rows, c_out)
+        has_band = band is not None and band.count
+        # sparse: the conv also finishes its active rows (bias, residual, ReLU) while their results are in cache; the
+        # epilogue then writes the skipped rows only
+        fused = not dense and active.count > 0
+        fin = out2 if fused else _EMPTY
         if dense:
             y = F.conv2d(x, folded.weight, None, conv.stride, conv.padding)
             y2 = y.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(rows, c_out)
         else:
             y2 = self._workspace("y", active.count * c_out, x.dtype, x.device).view(active.count, c_out)
             if active.count and folded.wp is not None:
+                keep = band.keep if has_band else _NO_KEEP.expand(active.count)
                 ext.conv_rows_direct(x.permute(0, 2, 3, 1), active.act, folded.wp, ho, wo, conv.kernel_size[0],
-                                     conv.stride[0], conv.padding[0], y2)
+                                     conv.stride[0], conv.padding[0], y2, fin, folded.bact, res, relu,
+                                     keep.contiguous())
+            elif active.count and x.dtype == torch.bfloat16 and _amx():
+                keep = band.keep if has_band else _NO_KEEP.expand(active.count)
+                ext.conv_rows_amx(x.permute(0, 2, 3, 1), active.act, folded.amx_weight(), ho, wo, conv.kernel_size[0],
+                                  conv.stride[0], conv.padding[0], y2, fin, folded.bact, res, relu, keep.contiguous())
             elif active.count:
                 k_dim = folded.gemm_weight().shape[0]
                 chunk = self._chunk_rows(k_dim, x.dtype)
                 abuf = self._workspace("a", chunk * k_dim, x.dtype, x.device).view(chunk, k_dim)
                 ext.conv_rows(x.permute(0, 2, 3, 1), active.act, folded.gemm_weight(), ho, wo, conv.kernel_size[0],
-                              conv.stride[0], conv.padding[0], abuf, y2)
-        res = _EMPTY if residual is None else \
-            residual.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(rows, c_out)
-        if band is not None and band.count:
+                              conv.stride[0], conv.padding[0], abuf, y2, fin, folded.bact, res, relu)
+        if has_band:
             bandmap, tab = band.bandmap, band.tab
         else:
             bandmap, tab = _EMPTY_INT, _EMPTY_TAB
-        ext.epilogue(out.permute(0, 2, 3, 1).reshape(rows, c_out), y2, dense, active.cmap, bandmap, tab,
-                     folded.nuse, folded.rbf, folded.bact, folded.shift, folded.ubias, res, relu)
+        ext.epilogue(out2, y2, dense, active.cmap, bandmap, tab, folded.nuse, folded.rbf, folded.bact, folded.shift,
+                     folded.ubias, res, relu, fused)
         return out
 
     # ----- plain PyTorch ops (any device, any float dtype) --------------------------------------------------------
@@ -361,3 +389,4 @@ class SparseExecution:
 _EMPTY = torch.empty(0)
 _EMPTY_INT = torch.empty(0, dtype=torch.int32)
 _EMPTY_TAB = torch.empty((0, 1), dtype=torch.int32)
+_NO_KEEP = torch.zeros(1, dtype=torch.uint8)  # no fill band: no conv output row is read after the conv

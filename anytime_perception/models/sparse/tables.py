@@ -4,7 +4,7 @@ Rows are pixels of a channels_last map in (b, y, x) order: row = b*H*W + y*W + x
 - `act` (int32, sorted): the rows to compute; `cmap`: row -> position in `act`, or -1 (skipped);
 - a fill band per neighbourhood size: skipped rows with at least one computed row among their first `n`
   RBF offsets (`OFFSETS`, nearest first), `bandmap`: row -> band index or -1, `tab` (n_band, n): the neighbour's
-  row or -1 (outside the image, or skipped).
+  row or -1 (outside the image, or skipped), `keep`: which active rows some band row reads.
 Everything is built with tensor ops on the mask's device and memoised on the `ComputeMask`.
 """
 from __future__ import annotations
@@ -62,6 +62,7 @@ class FillBand:
     bandmap: Tensor  # (rows,) int32
     band: Tensor  # (count,) int64 rows
     tab: Tensor  # (count, n) int32 neighbour rows or -1
+    keep: Tensor  # (active count,) uint8: 1 where an active row is some band row's neighbour (its conv output is read)
 
 
 def _compute_bool(mask, height: int, width: int) -> Tensor:
@@ -105,7 +106,12 @@ def fill_band(mask, height: int, width: int, n: int) -> FillBand:
                 nrow = band + dy * width + dx
                 ok = inside & flat[nrow.clamp(0, rows - 1)]
                 tab[:, o] = torch.where(ok, nrow, torch.full_like(nrow, -1)).to(torch.int32)
-        return FillBand(int(band.numel()), bandmap, band, tab.contiguous())
+        active = active_rows(mask, height, width)
+        keep = torch.zeros(active.count, dtype=torch.uint8, device=m.device)
+        used = tab[tab >= 0].long()
+        if used.numel():
+            keep[active.cmap[used].long()] = 1
+        return FillBand(int(band.numel()), bandmap, band, tab.contiguous(), keep)
 
     return mask.memo(("sparse.band", height, width, n), make)
 
