@@ -328,12 +328,16 @@ void conv_rows_direct(const at::Tensor& x, const at::Tensor& act, const at::Tens
   const int64_t hw = Ho * Wo;
   const int64_t taps_per_group = std::max<int64_t>(1, PANEL_BYTES / (C * 48 * 4));
   const int64_t nblocks = (CoutP + 47) / 48;
-  // As few row chunks as keep every thread busy (each chunk streams all weights once), within [64, 2048] rows.
+  // As few row chunks as keep every thread busy (each chunk streams all weights once), within [64, 2048] rows, of
+  // equal size and with a number of (chunk, block) items that the threads share evenly: parallel_for hands each
+  // thread one contiguous range of items, so one short chunk or one item too many leaves a thread idle.
   const int64_t threads = at::get_num_threads();
   const int64_t want_chunks = std::max<int64_t>(1, (2 * threads + nblocks - 1) / nblocks);
-  const int64_t ROW_CHUNK =
-      (std::clamp<int64_t>((n + want_chunks - 1) / want_chunks, MIN_ROW_CHUNK, MAX_ROW_CHUNK) + MR - 1) / MR * MR;
-  const int64_t nchunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
+  int64_t nchunks = std::max(want_chunks, (n + MAX_ROW_CHUNK - 1) / MAX_ROW_CHUNK);
+  nchunks = std::min(nchunks, std::max<int64_t>(1, n / MIN_ROW_CHUNK));
+  while ((nchunks * nblocks) % threads != 0 && (nchunks + 1) * MIN_ROW_CHUNK <= n) ++nchunks;
+  const int64_t ROW_CHUNK = ((n + nchunks - 1) / nchunks + MR - 1) / MR * MR;
+  nchunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
   // work items: (row chunk, block of 48 output channels), so that small layers still split across threads
   at::parallel_for(0, nchunks * nblocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> zeros(C, 0.f);
