@@ -303,6 +303,7 @@ inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_
 constexpr int64_t MIN_ROW_CHUNK = 64;         // rows sharing one pass over a weight panel, at least
 constexpr int64_t MAX_ROW_CHUNK = 2048;
 constexpr int64_t PANEL_BYTES = 192 * 1024;   // one (taps x C_in x 48) weight panel, kept in L2
+constexpr int64_t CHUNK_INPUT_BYTES = 1 << 20;  // input rows a chunk reads, kept in L2 across its channel blocks
 
 // x: (B, H, W, C_in) fp32; act: int32 active output rows; wp: pack_direct(weight); y: (N_active, C_out).
 // Rows in chunks of 64; per chunk, per block of 48 output channels, per group of taps whose weights fit in L2, every
@@ -331,9 +332,14 @@ void conv_rows_direct(const at::Tensor& x, const at::Tensor& act, const at::Tens
   // As few row chunks as keep every thread busy (each chunk streams all weights once), within [64, 2048] rows, of
   // equal size and with a number of (chunk, block) items that the threads share evenly: parallel_for hands each
   // thread one contiguous range of items, so one short chunk or one item too many leaves a thread idle.
+  // With several channel blocks a thread runs all blocks of a chunk in turn: the chunk's input rows (about k image
+  // rows of C_in channels per output row) should stay in L2 across them (1x1 720->720: 2048-row chunks streamed
+  // 5.9 MB of input from memory once per block).
   const int64_t threads = at::get_num_threads();
   const int64_t want_chunks = std::max<int64_t>(1, (2 * threads + nblocks - 1) / nblocks);
-  int64_t nchunks = std::max(want_chunks, (n + MAX_ROW_CHUNK - 1) / MAX_ROW_CHUNK);
+  const int64_t max_rows =
+      nblocks > 1 ? std::clamp<int64_t>(CHUNK_INPUT_BYTES / (C * k * 4), MIN_ROW_CHUNK, MAX_ROW_CHUNK) : MAX_ROW_CHUNK;
+  int64_t nchunks = std::max(want_chunks, (n + max_rows - 1) / max_rows);
   nchunks = std::min(nchunks, std::max<int64_t>(1, n / MIN_ROW_CHUNK));
   while ((nchunks * nblocks) % threads != 0 && (nchunks + 1) * MIN_ROW_CHUNK <= n) ++nchunks;
   const int64_t ROW_CHUNK = ((n + nchunks - 1) / nchunks + MR - 1) / MR * MR;
@@ -601,7 +607,7 @@ void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor&
   at::parallel_for(0, nchunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint16_t, std::allocator<uint16_t>> abuf_v(chunk * Kp + 32);
     uint16_t* abuf = abuf_v.data();
-    alignas(64) float cbuf[amx::MB * 32];
+    alignas(64) float cbuf[2 * amx::MB * 32];
     amx::configure();
     for (int64_t ch = begin; ch < end; ++ch) {
       const int64_t r0 = ch * chunk, m = std::min(chunk, n - r0);
@@ -636,7 +642,41 @@ void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor&
         }
         if (Kp > K) zero_bytes(dst + K, (Kp - K) * 2);
       }
-      // tiles: per pair of 16-column blocks, every 32-row block of the chunk
+      // tiles: per pair of 16-column blocks, every 32-row block of the chunk (a lone last column block takes two
+      // row blocks at a time: four independent accumulators either way). A block's results are finished while the
+      // next block's tile products run: its tiles are stored to one of two buffers and read back one block later.
+      int64_t pending_rb = -1, pending_nb = 0, pending_cols = 0;
+      int pending_buf = 0;
+      const __m512 zero = _mm512_setzero_ps();
+      auto finish_block = [&](int64_t rb, int64_t nb, int64_t ncols, const float* cb) {
+        const int64_t rows = std::min<int64_t>(amx::MB, m - rb);
+        const int64_t c0 = nb * 16;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t ri = r0 + rb + r;
+          const int64_t f = a[ri];
+          const bool keep_y = !kp || kp[ri];
+          for (int64_t j = 0; j * 16 < ncols; ++j) {
+            const int64_t c = c0 + j * 16;
+            const int64_t left = std::min<int64_t>(16, ncols - j * 16);
+            const __mmask16 mk = static_cast<__mmask16>((1u << left) - 1u);
+            const __m256i yv = (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(cb + r * 32 + j * 16));
+            if (keep_y) _mm256_mask_storeu_epi16(yp + ri * Cout + c, mk, yv);
+            __m512 z = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(yv), 16));
+            z = _mm512_add_ps(z, _mm512_maskz_loadu_ps(mk, bp + c));
+            if (rp) {
+              const __m256i rv = _mm256_maskz_loadu_epi16(mk, rp + f * Cout + c);
+              z = _mm512_add_ps(z, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(rv), 16)));
+            }
+            if (relu) z = _mm512_max_ps(z, zero);
+            _mm256_mask_storeu_epi16(op + f * Cout + c, mk, (__m256i)_mm512_cvtneps_pbh(z));
+          }
+        }
+      };
+      auto retire = [&](int64_t rb, int64_t nb, int64_t ncols, int buf) {  // finish the previous block, queue this one
+        if (pending_rb >= 0) finish_block(pending_rb, pending_nb, pending_cols, cbuf + pending_buf * amx::MB * 32);
+        pending_rb = rb, pending_nb = nb, pending_cols = ncols, pending_buf = buf;
+      };
+      int buf = 0;
       for (int64_t nb = 0; nb < NB; nb += 2) {
         const bool two = nb + 1 < NB;
         const uint16_t* b0 = wp + nb * KC * 512;
@@ -645,53 +685,50 @@ void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor&
         for (int64_t rb = 0; rb < mp; rb += amx::MB) {
           const uint16_t* a0 = abuf + rb * Kp;
           const uint16_t* a1 = a0 + 16 * Kp;
+          const bool pair_rows = !two && rb + amx::MB < mp;  // lone column block: rows rb.. and rb+32.. together
+          const uint16_t* a2 = a0 + 32 * Kp;
+          const uint16_t* a3 = a0 + 48 * Kp;
           _tile_zero(4);
           _tile_zero(5);
           _tile_zero(6);
           _tile_zero(7);
           for (int64_t kc = 0; kc < KC; ++kc) {
-            _tile_loadd(0, a0 + kc * 32, Kp * 2);
-            _tile_loadd(1, a1 + kc * 32, Kp * 2);
             _tile_loadd(2, b0 + kc * 512, 64);
+            _tile_loadd(0, a0 + kc * 32, Kp * 2);
             _tile_dpbf16ps(4, 0, 2);
+            _tile_loadd(1, a1 + kc * 32, Kp * 2);
             _tile_dpbf16ps(6, 1, 2);
             if (two) {
               _tile_loadd(3, b1 + kc * 512, 64);
               _tile_dpbf16ps(5, 0, 3);
               _tile_dpbf16ps(7, 1, 3);
+            } else if (pair_rows) {
+              _tile_loadd(0, a2 + kc * 32, Kp * 2);
+              _tile_dpbf16ps(5, 0, 2);
+              _tile_loadd(1, a3 + kc * 32, Kp * 2);
+              _tile_dpbf16ps(7, 1, 2);
             }
           }
-          _tile_stored(4, cbuf, 128);
-          _tile_stored(6, cbuf + 16 * 32, 128);
+          float* cb = cbuf + buf * amx::MB * 32;
+          _tile_stored(4, cb, 128);
+          _tile_stored(6, cb + 16 * 32, 128);
           if (two) {
-            _tile_stored(5, cbuf + 16, 128);
-            _tile_stored(7, cbuf + 16 * 32 + 16, 128);
+            _tile_stored(5, cb + 16, 128);
+            _tile_stored(7, cb + 16 * 32 + 16, 128);
           }
-          const int64_t rows = std::min<int64_t>(amx::MB, m - rb);
-          const int64_t c0 = nb * 16;
-          const __m512 zero = _mm512_setzero_ps();
-          for (int64_t r = 0; r < rows; ++r) {
-            const int64_t ri = r0 + rb + r;
-            const int64_t f = a[ri];
-            const bool keep_y = !kp || kp[ri];
-            for (int64_t j = 0; j * 16 < ncols; ++j) {
-              const int64_t c = c0 + j * 16;
-              const int64_t left = std::min<int64_t>(16, ncols - j * 16);
-              const __mmask16 mk = static_cast<__mmask16>((1u << left) - 1u);
-              const __m256i yv = (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(cbuf + r * 32 + j * 16));
-              if (keep_y) _mm256_mask_storeu_epi16(yp + ri * Cout + c, mk, yv);
-              __m512 z = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(yv), 16));
-              z = _mm512_add_ps(z, _mm512_maskz_loadu_ps(mk, bp + c));
-              if (rp) {
-                const __m256i rv = _mm256_maskz_loadu_epi16(mk, rp + f * Cout + c);
-                z = _mm512_add_ps(z, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(rv), 16)));
-              }
-              if (relu) z = _mm512_max_ps(z, zero);
-              _mm256_mask_storeu_epi16(op + f * Cout + c, mk, (__m256i)_mm512_cvtneps_pbh(z));
-            }
+          retire(rb, nb, ncols, buf);
+          buf ^= 1;
+          if (pair_rows) {
+            float* cb2 = cbuf + buf * amx::MB * 32;
+            _tile_stored(5, cb2, 128);
+            _tile_stored(7, cb2 + 16 * 32, 128);
+            rb += amx::MB;
+            retire(rb, nb, ncols, buf);
+            buf ^= 1;
           }
         }
       }
+      if (pending_rb >= 0) finish_block(pending_rb, pending_nb, pending_cols, cbuf + pending_buf * amx::MB * 32);
     }
     _tile_release();
   });
