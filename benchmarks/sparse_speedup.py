@@ -55,6 +55,7 @@ from anytime_perception.models.untrained import PAPER_CONFIDENT_SHARES, calibrat
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PAPER_SHARES = (0.82, 0.63, 0.38)
+CALIBRATION_SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 
 
 def tune_allocator() -> bool:
@@ -305,7 +306,7 @@ def run_calibration(size, dtype_name: str, repeats: int, progress: Progress) -> 
     """Per conv kind: the active share above which the dense fallback beats the sparse path."""
     dtype = DTYPES[dtype_name]
     rows = []
-    shares = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+    shares = CALIBRATION_SHARES
     for label, c_in, c_out, k, s, h, w, bias, relu, residual in conv_kinds(size):
         seq = make_unit(c_in, c_out, k, s, bias, relu, dtype)
         conv, bn = seq[0], seq[1]
@@ -367,7 +368,7 @@ def main(argv=None) -> int:
     if "overhead" in wanted:
         total += len(models) * len(sizes) * len(dtypes) * (2 + 2 * args.repeats)
     if "calibrate" in wanted:
-        total += len(sizes) * len(dtypes) * len(conv_kinds((512, 1024))) * 6
+        total += len(sizes) * len(dtypes) * len(conv_kinds((512, 1024))) * len(CALIBRATION_SHARES)
     progress = Progress(total, enabled=not args.no_progress)
     out = []
     if "calibrate" in wanted:

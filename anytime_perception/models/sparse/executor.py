@@ -39,15 +39,17 @@ from ._ext import extension
 # Per-layer dense fallback: above this share of active output pixels a conv runs densely (oneDNN) and the fused
 # epilogue fixes the skipped pixels. Keyed by (dtype, kernel, stride): ((max C_out, threshold), ...). Crossovers
 # measured with `benchmarks/sparse_speedup.py --calibrate` on the development machine (2 vCPU, AVX-512 + AMX) for
-# HRNet-W48's units at 512x1024: fp32 (direct kernel) 0.85-0.95; bf16 much lower for few channels, because AMX makes
-# the dense conv so fast that the gather and scatter traffic of a sparse conv costs as much as the whole dense conv.
+# HRNet-W48's units: fp32 (direct kernel, at 512x1024) 0.85-0.95; bf16 (AMX tile kernel, at 1024x2048, 2026-11-25)
+# lower for few channels, because AMX makes the dense conv so fast that gathering the active rows' inputs and
+# finishing them costs a good part of the whole dense conv: 0.45-0.5 for 48 and 96 channels, 0.65-0.7 for 192 (3x3)
+# and for the stride-2 convs, 0.8 for 384, 0.6 for the classifier, 0.7-0.8 for 1x1 convs to 48-128 channels.
 DENSE_ABOVE: dict[tuple[str, int, int], tuple[tuple[float, float], ...]] = {
     ("float32", 3, 1): ((math.inf, 0.85),),
     ("float32", 3, 2): ((math.inf, 0.9),),
     ("float32", 1, 1): ((math.inf, 0.9),),
-    ("bfloat16", 3, 1): ((128, 0.35), (256, 0.65), (math.inf, 0.9)),
-    ("bfloat16", 3, 2): ((128, 0.55), (math.inf, 0.85)),
-    ("bfloat16", 1, 1): ((32, 0.45), (256, 0.65), (math.inf, 0.9)),
+    ("bfloat16", 3, 1): ((128, 0.45), (256, 0.65), (384, 0.75), (math.inf, 0.9)),
+    ("bfloat16", 3, 2): ((256, 0.7), (math.inf, 0.8)),
+    ("bfloat16", 1, 1): ((32, 0.55), (64, 0.65), (256, 0.75), (math.inf, 0.85)),
 }
 # The gather route (bf16, or fp32 without the direct kernel) copies 9*C_in values per computed pixel of a 3x3 conv for
 # 9*C_in*C_out MACs: with few output channels the copy costs more than the GEMM saves (transition 1: 256 -> 48).
