@@ -424,6 +424,67 @@ at::Tensor pack_direct(const at::Tensor& weight) {
 }
 #endif
 
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+// 16 channels at a time (masked tail) of fp32 or bf16 rows, as fp32; bf16 stores round to nearest even like
+// float_to_bf16.
+template <typename T> struct V16;
+template <> struct V16<float> {
+  static inline __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+  static inline void store(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+};
+template <> struct V16<uint16_t> {
+  static inline __m512 load(const uint16_t* p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+  }
+  static inline void store(uint16_t* p, __mmask16 m, __m512 v) {
+    _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(v));
+  }
+};
+
+// The epilogue with AVX-512 vectors across channels (same arithmetic, in the same order, as the scalar version).
+template <typename T, bool Dense>
+void epilogue_vec(T* out, const T* Y, int64_t R, int64_t C, const int32_t* cmap, const int32_t* bandmap,
+                  const int32_t* tab, int64_t ntab, int64_t nuse, const float* w, const float* bact, const float* t,
+                  const float* u, const T* res, bool relu, bool skip_active) {
+  at::parallel_for(0, R, 256, [&](int64_t begin, int64_t end) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t f = begin; f < end; ++f) {
+      const int32_t ci = cmap[f];
+      if (ci >= 0 && skip_active) continue;
+      const int32_t bi = (ci < 0 && bandmap) ? bandmap[f] : -1;
+      const int32_t* nb = bi >= 0 ? tab + static_cast<int64_t>(bi) * ntab : nullptr;
+      float ws = 0.f;
+      if (nb)
+        for (int64_t o = 0; o < nuse; ++o) ws += nb[o] >= 0 ? w[o] : 0.f;
+      const T* src = ci >= 0 ? Y + (Dense ? f : static_cast<int64_t>(ci)) * C : nullptr;
+      const T* rr = res ? res + f * C : nullptr;
+      T* dst = out + f * C;
+      for (int64_t c = 0; c < C; c += 16) {
+        const __mmask16 mk = C - c >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (C - c)) - 1u);
+        __m512 z;
+        if (src) {
+          z = _mm512_add_ps(V16<T>::load(src + c, mk), _mm512_maskz_loadu_ps(mk, bact + c));
+        } else if (nb) {
+          z = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, t + c),
+                            _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, u + c), _mm512_set1_ps(ws)));
+          for (int64_t o = 0; o < nuse; ++o) {
+            const int32_t nf = nb[o];
+            if (nf < 0) continue;
+            const T* ys = Y + (Dense ? static_cast<int64_t>(nf) : static_cast<int64_t>(cmap[nf])) * C;
+            z = _mm512_add_ps(z, _mm512_mul_ps(_mm512_set1_ps(w[o]), V16<T>::load(ys + c, mk)));
+          }
+        } else {
+          z = _mm512_maskz_loadu_ps(mk, t + c);
+        }
+        if (rr) z = _mm512_add_ps(z, V16<T>::load(rr + c, mk));
+        if (relu) z = _mm512_max_ps(z, zero);
+        V16<T>::store(dst + c, mk, z);
+      }
+    }
+  });
+}
+#endif
+
 template <typename T, bool Dense>
 void epilogue_impl(T* out, const T* Y, int64_t R, int64_t C, const int32_t* cmap, const int32_t* bandmap,
                    const int32_t* tab, int64_t ntab, int64_t nuse, const float* w, const float* bact, const float* t,
@@ -496,16 +557,21 @@ void epilogue(at::Tensor& out, const at::Tensor& y, bool dense, const at::Tensor
   const int64_t ntab = has_band ? tab.size(1) : 0;
   const float* wp = has_band ? w.data_ptr<float>() : nullptr;
   const int64_t nu = has_band ? nuse : 0;
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define ANYTIME_EPILOGUE_FN epilogue_vec
+#else
+#define ANYTIME_EPILOGUE_FN epilogue_impl
+#endif
 #define ANYTIME_EPILOGUE(T, PTR)                                                                                   \
   do {                                                                                                             \
     T* o = reinterpret_cast<T*>(out.PTR());                                                                        \
     const T* yy = reinterpret_cast<const T*>(y.PTR());                                                             \
     const T* rr = has_res ? reinterpret_cast<const T*>(residual.PTR()) : nullptr;                                 \
     if (dense)                                                                                                     \
-      epilogue_impl<T, true>(o, yy, R, C, cm, bm, tb, ntab, nu, wp, bact.data_ptr<float>(), t.data_ptr<float>(),   \
+      ANYTIME_EPILOGUE_FN<T, true>(o, yy, R, C, cm, bm, tb, ntab, nu, wp, bact.data_ptr<float>(), t.data_ptr<float>(),   \
                              u.data_ptr<float>(), rr, relu, skip_active);                                                       \
     else                                                                                                           \
-      epilogue_impl<T, false>(o, yy, R, C, cm, bm, tb, ntab, nu, wp, bact.data_ptr<float>(), t.data_ptr<float>(),  \
+      ANYTIME_EPILOGUE_FN<T, false>(o, yy, R, C, cm, bm, tb, ntab, nu, wp, bact.data_ptr<float>(), t.data_ptr<float>(),  \
                               u.data_ptr<float>(), rr, relu, skip_active);                                                      \
   } while (0)
   TORCH_CHECK(out.scalar_type() == y.scalar_type(), "epilogue: dtypes differ");
@@ -517,6 +583,7 @@ void epilogue(at::Tensor& out, const at::Tensor& y, bool dense, const at::Tensor
     TORCH_CHECK(false, "epilogue: float32 or bfloat16 only");
   }
 #undef ANYTIME_EPILOGUE
+#undef ANYTIME_EPILOGUE_FN
 }
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512F__)

@@ -116,6 +116,16 @@ def _versions(*tensors) -> tuple:
     return tuple((id(t), t._version) if t is not None else None for t in tensors)
 
 
+def _sources(conv: nn.Module, bn: nn.Module | None) -> tuple:
+    """The tensors a fold depends on, read from the modules' dicts (nn.Module.__getattr__ costs ~1 us each)."""
+    p = conv._parameters
+    if bn is None:
+        return p["weight"], p.get("bias"), p["Lambda"]
+    q, b = bn._parameters, bn._buffers
+    return p["weight"], p.get("bias"), p["Lambda"], q.get("weight"), q.get("bias"), b.get("running_mean"), \
+        b.get("running_var")
+
+
 def _supported(conv: nn.Conv2d) -> bool:
     k, s, p = conv.kernel_size, conv.stride, conv.padding
     return (conv.groups == 1 and conv.dilation == (1, 1) and k[0] == k[1] and s[0] == s[1]
@@ -242,9 +252,8 @@ class SparseExecution:
         return threshold
 
     def _fold(self, conv: MaskedConv2d, bn: nn.BatchNorm2d | None, dtype: torch.dtype, device) -> _Folded:
-        bn_tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn is not None else ()
         key = (id(conv), id(bn), dtype, device)
-        versions = _versions(conv.weight, conv.bias, conv.Lambda, *bn_tensors)
+        versions = _versions(*_sources(conv, bn))
         found = self._folded.get(key)
         if found is not None and found.key == versions:
             return found
