@@ -125,10 +125,11 @@ def _bad(**fields) -> Image:
     (make_image(np.zeros((2, 3, 2), np.uint8), "yuv422"), "bad_shape", "even width"),
 ])
 def test_bad_images_raise_with_a_reason(msg, reason, words):
-    with pytest.raises(ImageError) as info:
-        codec.image_to_rgb(msg)
-    assert info.value.reason == reason
-    assert words in str(info.value)
+    for check in (codec.image_to_rgb, codec.check_image):     # the goal path checks without decoding
+        with pytest.raises(ImageError) as info:
+            check(msg)
+        assert info.value.reason == reason
+        assert words in str(info.value)
 
 
 def test_too_large_is_refused_before_reading_data():
@@ -302,3 +303,41 @@ def test_pinhole_camera_info():
     assert (info.width, info.height, info.header.frame_id) == (768, 576, "camera")
     with pytest.raises(ValueError):
         codec.pinhole_camera_info(Header(), 10, 10, horizontal_fov_deg=180.0)
+
+
+def test_camera_model_uses_a_calibration_and_refuses_unusable_ones():
+    from anytime_perception.ros.outputs import CameraModel
+
+    warnings = []
+    model = CameraModel(warn=warnings.append)
+    guess = model.for_size(Header(frame_id="f"), 640, 480, 160, 120)        # nothing received yet: pinhole guess
+    assert guess.header.frame_id == "f" and guess.k[0] > 0
+
+    uncalibrated = _camera_info()
+    uncalibrated.k = np.zeros(9)                                             # a driver without a calibration file
+    assert not model.update(uncalibrated) and not model.update(uncalibrated)
+    assert not model.update(CameraInfo())                                    # no size
+    assert len(warnings) == 2 and "not calibrated" in warnings[0] and "zero width" in warnings[1]
+    assert model.info is None
+    assert model.intrinsics(640, 480)[0] > 0                                 # markers can still be projected
+
+    assert model.update(_camera_info())
+    quarter = model.for_size(Header(frame_id="f"), 640, 480, 160, 120)
+    assert quarter.k[0] == pytest.approx(125.0) and quarter.header.frame_id == "f"
+    # frames at half the calibration's size (same aspect): the calibration scales
+    assert model.for_size(Header(), 320, 240, 160, 120).k[0] == pytest.approx(125.0)
+    # frames of another aspect ratio: the calibration does not describe them
+    wide = model.for_size(Header(), 640, 360, 160, 90)
+    expected = codec.scale_camera_info(codec.pinhole_camera_info(Header(), 640, 360), 160, 90)
+    assert list(wide.k) == pytest.approx(list(expected.k))
+    assert len(warnings) == 3 and "640x360" in warnings[2]
+    model.for_size(Header(), 640, 360, 160, 90)
+    assert len(warnings) == 3                                                # once per kind
+
+    # a new calibration replaces the cached CameraInfos; the same one again keeps them
+    changed = _camera_info()
+    changed.k = np.array([1000.0, 0.0, 319.5, 0.0, 1020.0, 239.5, 0.0, 0.0, 1.0])
+    assert model.update(changed)
+    assert model.for_size(Header(), 640, 480, 160, 120).k[0] == pytest.approx(250.0)
+    cached = len(model._cache)
+    assert model.update(changed) and len(model._cache) == cached

@@ -583,6 +583,66 @@ def test_every_bad_input_is_counted_and_logged_while_the_node_keeps_serving(harn
     assert values["rejected.too_large"] == "1" and values["rejected.unsupported_encoding"] == "2"
 
 
+def test_a_frame_that_cannot_be_prepared_is_counted_logged_and_reported_at_once(harnesses, monkeypatch):
+    model = GatedModel(gated=False)
+    h = harnesses(model=model, params={"diagnostics_period_s": 3600.0})      # only the reports made here
+    h.wait_matched()
+    prepare = h.perception._prepare
+
+    def out_of_memory_for_frame_400(rgb, frame_header, *args, **kwargs):
+        if frame_header.stamp.sec == 400:
+            raise MemoryError("cannot allocate 3.2 GB")
+        return prepare(rgb, frame_header, *args, **kwargs)
+
+    monkeypatch.setattr(h.perception, "_prepare", out_of_memory_for_frame_400)
+    counters = h.camera().counters
+    h.publish(frame(50, sec=400))
+    wait_for(lambda: counters.rejected == {"prepare_failed": 1}, what="the failure counted")
+    wait_for(lambda: h.logs(": prepare_failed: MemoryError: cannot allocate"), what="a log line")
+    (status,) = [s for s in h.perception.publish_diagnostics().status if s.name.endswith("input image")]
+    assert status.level == diag_level("WARN") and "1 frames rejected" in status.message   # the first report
+    h.publish(frame(50, sec=401))
+    wait_for(lambda: exits_of(h.results[""], 401) and exits_of(h.results[""], 401)[-1][1], what="the next frame")
+    assert counters.accepted == 1 and exits_of(h.results[""], 400) == []
+    (status,) = [s for s in h.perception.publish_diagnostics().status if s.name.endswith("input image")]
+    assert status.level == diag_level("OK")                               # nothing new since the last report
+
+
+def diag_level(name):
+    from anytime_perception.ros import diagnostics
+
+    return bytes([getattr(diagnostics, name)])
+
+
+def test_cancel_of_an_accepted_goal_that_has_not_started_is_accepted(harnesses):
+    from rclpy.action import CancelResponse
+    from unique_identifier_msgs.msg import UUID
+
+    h = harnesses(model=GatedModel(gated=False))
+
+    class NotStarted:
+        goal_id = UUID(uuid=list(range(16)))
+
+    assert h.perception._on_cancel(NotStarted()) == CancelResponse.ACCEPT
+
+
+def test_load_model_picks_the_execution_and_refuses_devices_it_cannot_use():
+    from anytime_perception.models.sparse import SparseExecution
+    from anytime_perception.ros.weights import ModelLoadError, load_model
+
+    sparse = load_model("adpc_hrnet_w18s_seg", "", "cpu", (64, 128), "sparse")
+    assert isinstance(sparse.model.executor, SparseExecution)
+    emulated = load_model("adpc_hrnet_w18s_seg", "", "cpu", (64, 128), "emulate")
+    assert type(emulated.model.executor).__name__ == "EmulatedExecution"
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA is not available"):
+            load_model("adpc_hrnet_w18s_seg", "", "cuda:0", None)
+    with pytest.raises(ModelLoadError, match="(CUDA device|CUDA is not available)"):
+        load_model("adpc_hrnet_w18s_seg", "", f"cuda:{torch.cuda.device_count() + 3}", None)
+
+
 def test_unstamped_frames_run_from_arrival(harnesses):
     model = GatedModel(gated=False)
     h = harnesses(model=model, params={"deadline_ms": 5000.0})
@@ -734,10 +794,22 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_frees_on_clean
     h.publish(frame(50, sec=501))
     wait_for(lambda: h.results[""] and h.results[""][-1].is_final, what="a frame while active")
     assert {m.header.stamp.sec for m in h.results[""]} == {501}
+    h.publish(Image(header=header(509), height=0, width=0, encoding="rgb8", step=0, data=b""))
+    wait_for(lambda: h.camera().counters.rejected == {"zero_size": 1}, what="a rejected frame")
+    h.perception.publish_diagnostics()                                     # reported before the cleanup
     assert node.trigger_deactivate() == Transition.SUCCESS
     wait_for(lambda: h.publishers[""].get_subscription_count() == 0, what="the input unsubscribed")
     assert node.trigger_cleanup() == Transition.SUCCESS
     assert h.perception.loaded is None and h.perception.executor is None
+
+    # configured again: fresh goal slots and counters (no negative deltas in the first report), serving again
+    assert node.trigger_configure() == Transition.SUCCESS and node.trigger_activate() == Transition.SUCCESS
+    assert len(h.perception._free_slots) == h.perception.settings.max_concurrent_goals
+    h.wait_matched()
+    h.publish(frame(50, sec=502))
+    wait_for(lambda: exits_of(h.results[""], 502) and exits_of(h.results[""], 502)[-1][1], what="a frame again")
+    (status,) = [s for s in h.perception.publish_diagnostics().status if s.name.endswith("input image")]
+    assert status.level == diag_level("OK") and "-" not in status.message
 
 
 def test_lifecycle_configure_fails_cleanly_on_a_missing_checkpoint(harnesses, tmp_path):

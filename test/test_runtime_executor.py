@@ -90,6 +90,7 @@ def test_timings_of_results_and_ends():
     h.run()
     f1 = h.results_of("f1")
     assert [r.timings.model_time for r in f1] == [2.0, 3.0, 3.0, 3.0]
+    assert [r.timings.job_model_time for r in f1] == [2.0, 5.0, 8.0, 11.0]
     assert [r.timings.end_to_end for r in f1] == [2.5, 5.5, 8.5, 11.5]
     assert [r.timings.since_submit for r in f1] == [2.0, 5.0, 8.0, 11.0]
     assert all(r.timings.queue_wait == 0.0 for r in f1)
@@ -97,6 +98,7 @@ def test_timings_of_results_and_ends():
     assert f2[0].timings.queue_wait == 11.0 and f2[0].timings.end_to_end == 13.0
     end = h.end("f2")
     assert end.timings.model_time == 11.0 and end.timings.end_to_end == 22.0 and end.category == "completed"
+    assert end.timings.job_model_time == 11.0
     assert [float(r.exit.logits.flatten()[0]) for r in f1] == [1.0, 2.0, 3.0, 4.0]  # the frame's own outputs
 
 

@@ -110,20 +110,24 @@ def input_status(name: str, hardware_id: str, stats: SourceStats, counters: Inpu
     if failed > failed_before:
         level = ERROR
         problems.append(f"{failed - failed_before} jobs failed (model error, see the log)")
-    if previous is not None:
-        rejected = counters.rejected_total - previous.rejected_total
-        lost = counters.lost - previous.lost
-        errors = counters.output_errors - previous.output_errors
-        if rejected or lost or errors:
-            level = max(level, WARN)
-            for n, what in ((rejected, "frames rejected"), (lost, "messages lost"), (errors, "output errors")):
-                if n:
-                    problems.append(f"{n} {what}")
+    previous = previous if previous is not None else InputCounters()     # the first report: since the start
+    rejected = counters.rejected_total - previous.rejected_total
+    lost = counters.lost - previous.lost
+    errors = counters.output_errors - previous.output_errors
+    if rejected or lost or errors:
+        level = max(level, WARN)
+        for n, what in ((rejected, "frames rejected"), (lost, "messages lost"), (errors, "output errors")):
+            if n:
+                problems.append(f"{n} {what}")
     summary = (f"{counters.accepted} frames, {stats.completed} completed, {stats.preempted} preempted, "
                f"{stats.dropped} dropped")
     message = "; ".join(problems + [summary]) if problems else summary
     return DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id,
                             values=_kv(input_values(stats, counters)))
+
+
+#: More exits than this waiting on the node's output thread at a report make the runtime status WARN.
+OUTPUT_BACKLOG_WARN = 16
 
 
 def runtime_status(name: str, hardware_id: str, info: Mapping[str, Any], stats, output_time: Mapping[int, Histogram],
@@ -146,9 +150,14 @@ def runtime_status(name: str, hardware_id: str, info: Mapping[str, Any], stats, 
         values[f"exit_{index}.output_mean_ms"] = output_time[index].mean * 1000.0
         values[f"exit_{index}.output_p90_ms"] = _ms(output_time[index], 0.9)
         values[f"exit_{index}.output_count"] = output_time[index].count
-    return DiagnosticStatus(level=bytes([OK]), name=name,
-                            message=f"{stats.steps} model steps, {stats.preemptions} preemptions",
-                            hardware_id=hardware_id, values=_kv(values))
+    level, message = OK, f"{stats.steps} model steps, {stats.preemptions} preemptions"
+    backlog = int(info.get("output_queue_depth", 0))
+    if backlog > OUTPUT_BACKLOG_WARN:
+        # each queued exit holds its tensors and its frame: publishing falls behind the model
+        level = WARN
+        message = f"{backlog} exits waiting for publication (output thread behind the model); {message}"
+    return DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id,
+                            values=_kv(values))
 
 
 def diagnostic_array(header, statuses: Iterable[DiagnosticStatus]) -> DiagnosticArray:

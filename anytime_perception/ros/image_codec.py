@@ -101,17 +101,9 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a sensor_msgs/Image into an (H, W, 3) uint8 RGB array.
-
-    Accepts the encodings of :data:`DECODABLE_ENCODINGS`. Grey images are repeated into three channels; mono16 is
-    reduced to 8 bits by its high byte; alpha is dropped; YUV 4:2:2 is converted with BT.601 limited-range
-    coefficients (as OpenCV's ``COLOR_YUV2RGB_UYVY``/``_YUYV``). For rgb8 without row padding the result is a view
-    of ``msg.data`` (no copy), otherwise a new array.
-
-    Raises :class:`ImageError` for an unsupported encoding, zero size, more than ``max_pixels`` pixels, a ``step``
-    shorter than a row, or ``data`` whose length is not ``step * height``.
-    """
+def check_image(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> _Layout:
+    """The checks of :func:`image_to_rgb` without decoding: raises :class:`ImageError` for what it would reject;
+    returns the encoding's layout."""
     layout = _lookup(msg.encoding)
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     _check_size(width, height, max_pixels)
@@ -129,7 +121,24 @@ def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if size != step * height:
         raise ImageError("bad_length",
                          f"data has {size} bytes, expected step * height = {step} * {height} = {step * height}")
+    return layout
 
+
+def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a sensor_msgs/Image into an (H, W, 3) uint8 RGB array.
+
+    Accepts the encodings of :data:`DECODABLE_ENCODINGS`. Grey images are repeated into three channels; mono16 is
+    reduced to 8 bits by its high byte; alpha is dropped; YUV 4:2:2 is converted with BT.601 limited-range
+    coefficients (as OpenCV's ``COLOR_YUV2RGB_UYVY``/``_YUYV``). For rgb8 without row padding the result is a view
+    of ``msg.data`` (no copy), otherwise a new array.
+
+    Raises :class:`ImageError` for an unsupported encoding, zero size, more than ``max_pixels`` pixels, a ``step``
+    shorter than a row, or ``data`` whose length is not ``step * height``.
+    """
+    layout = check_image(msg, max_pixels)
+    width, height, step = int(msg.width), int(msg.height), int(msg.step)
+    itemsize = np.dtype(layout.dtype).itemsize
+    row_bytes = width * layout.channels * itemsize
     dtype = np.dtype(layout.dtype).newbyteorder(">" if msg.is_bigendian else "<") if itemsize > 1 else np.dtype("u1")
     rows = np.frombuffer(msg.data, dtype=dtype).reshape(height, step // itemsize)
     pixels = rows[:, : width * layout.channels].reshape(height, width, layout.channels)

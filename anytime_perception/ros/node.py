@@ -60,9 +60,9 @@ from ..runtime.stats import Histogram, SourceStats
 from . import diagnostics as diag
 from . import outputs as out
 from .fastdds import use_large_image_profile
-from .image_codec import ImageError, compressed_to_rgb, image_to_rgb
+from .image_codec import ImageError, check_image, compressed_to_rgb, image_to_rgb
 from .params import CALIBRATED_UNTRAINED, PARAMETERS, ParamSpec, Settings, camera_parameters, check, spec_of
-from .weights import LoadedModel, ModelLoadError, load_model, normalizer
+from .weights import LoadedModel, ModelLoadError, load_model, normalise, normalizer
 
 #: QoS of the custom result messages and markers: reliable, so a planner gets every exit it keeps up with.
 RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -87,17 +87,6 @@ class ConfigurationError(RuntimeError):
 
 def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def normalise(rgb: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ``pixel * scale - offset`` per channel, with OpenCV's vectorised
-    kernels (1 ms for 512x1024 on one core, 4-18 ms with a permuted torch conversion)."""
-    import cv2
-
-    out = np.empty((3,) + rgb.shape[:2], np.float32)
-    for c, plane in enumerate(cv2.split(rgb)):
-        cv2.addWeighted(plane, float(scale[c]), plane, 0.0, -float(offset[c]), dst=out[c], dtype=cv2.CV_32F)
-    return out
 
 
 class RosClock:
@@ -186,7 +175,8 @@ class CameraInput:
 @dataclass
 class GoalState:
     handle: Any
-    slot: str = ""
+    slot: str = ""              # the runtime source this goal runs as ("" = none free)
+    generation: int = 0         # the configuration the slot belongs to (a lifecycle re-configure makes new slots)
     job_id: int | None = None
     cancel_requested: bool = False
     last: Any = None            # the last exit's message
@@ -223,7 +213,6 @@ class AnytimePerception:
         self.cameras: list[CameraInput] = []
         self.labels: out.LabelMap | None = None
         self.action_counters = diag.InputCounters()
-        self.goal_rejections = self.action_counters.rejected
         self.goals_finished: dict[str, int] = {}
         self.frame_count = 0
         self.events_ignored = 0       # priority events for unknown sources or with bad values
@@ -232,7 +221,7 @@ class AnytimePerception:
         self._goals: dict[bytes, GoalState] = {}
         self._free_slots: list[str] = []
         self._goals_pending = 0
-        self._model_time: dict[int, float] = {}
+        self._generation = 0
         self._output_time: dict[int, Histogram] = {}    # exit computed -> its messages published (seconds)
         self._input_time = Histogram()                   # header.stamp -> frame submitted to the runtime (seconds)
         self._previous_counters: dict[str, diag.InputCounters] = {}
@@ -342,7 +331,7 @@ class AnytimePerception:
             if self._model_loader is not None:
                 self.loaded = self._model_loader(s)
             else:
-                self.loaded = load_model(s.model, s.checkpoint, s.device, s.input_size)
+                self.loaded = load_model(s.model, s.checkpoint, s.device, s.input_size, s.execution)
         except ModelLoadError as error:
             raise ConfigurationError(str(error)) from None
         model = self.loaded.model
@@ -351,7 +340,11 @@ class AnytimePerception:
                              "for real results.")
         self._scale, self._offset = (np.asarray(v, np.float32) for v in normalizer(model))
         self.labels = out.LabelMap(self.loaded.task, model.config.outputs)
-        latency = self._warm_up(model, s.input_size)
+        try:
+            latency = self._warm_up(model, s.input_size)
+        except Exception as error:  # noqa: BLE001 - e.g. out of device memory: one clear line, no traceback
+            raise ConfigurationError(f"warm-up of {s.model} on {s.device} failed: {type(error).__name__}: "
+                                     f"{error}") from None
         self.executor = AnytimeExecutor(model, policies=s.policies(), clock=RosClock(self.node),
                                         on_result=self._queue_result, on_end=self._outbox.put, latency_model=latency,
                                         name=f"{self.node.get_name()}-runtime")
@@ -361,6 +354,7 @@ class AnytimePerception:
         self._configure_sources()
         for camera in self.cameras:
             camera.image_topic = self.node.resolve_topic_name(camera.prefix + "image")
+            camera.camera_model.warn = lambda text, c=camera: self.log.warning(f"{c.label}: {text}")
             camera.progressive = OutputGroup(self, camera.prefix, self.loaded.task)
             if s.per_exit_topics:
                 for k in range(1, model.num_exits + 1):
@@ -368,7 +362,13 @@ class AnytimePerception:
                 camera.per_exit["final"] = OutputGroup(self, f"{camera.prefix}final/", self.loaded.task)
         self._label_pub = self.create_publisher(LabelInfo, "label_info", LATCHED_QOS)
         self._diag_pub = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # A lifecycle cleanup -> configure starts from zero: new slots (goals of the old configuration do not
+        # return theirs), no pending goals, fresh counters to report deltas against.
+        self._generation += 1
         self._free_slots = [f"{ACTION_SOURCE}_{i}" for i in range(s.max_concurrent_goals)]
+        self._goals_pending = 0
+        self._previous_counters = {}
+        self._failed_reported = {}
         self._action_server = ActionServer(
             self.node, Perceive, "perceive", self._execute_goal, goal_callback=self._on_goal,
             cancel_callback=self._on_cancel, callback_group=self._action_group)
@@ -412,22 +412,14 @@ class AnytimePerception:
     def activate(self) -> None:
         s = self.settings
         for camera in self.cameras:
-            events = SubscriptionEventCallbacks(message_lost=lambda info, c=camera: self._on_lost(c, info))
-            overrides = QoSOverridingOptions.with_default_policies()
             camera.subscriptions = [
-                self.node.create_subscription(Image, camera.prefix + "image", lambda m, c=camera: self._on_image(c, m),
-                                              IMAGE_QOS, callback_group=self._input_group, event_callbacks=events,
-                                              qos_overriding_options=overrides),
+                self._subscribe_image(camera, Image, "image", compressed=False),
                 self.node.create_subscription(CameraInfo, camera.prefix + "camera_info",
                                               lambda m, c=camera: c.camera_model.update(m), IMAGE_QOS,
                                               callback_group=self._input_group)]
             if s.subscribe_compressed:
-                camera.subscriptions.append(self.node.create_subscription(
-                    CompressedImage, camera.prefix + "image/compressed",
-                    lambda m, c=camera: self._on_image(c, m, compressed=True), IMAGE_QOS,
-                    callback_group=self._input_group,
-                    event_callbacks=SubscriptionEventCallbacks(message_lost=lambda info, c=camera: self._on_lost(c, info)),
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies()))
+                camera.subscriptions.append(self._subscribe_image(camera, CompressedImage, "image/compressed",
+                                                                  compressed=True))
         self._event_sub = self.node.create_subscription(PriorityEvent, "priority_event", self._on_priority_event,
                                                         EVENT_QOS, callback_group=self._control_group)
         self._output_thread = threading.Thread(target=self._output_loop, name=f"{self.node.get_name()}-output",
@@ -442,6 +434,15 @@ class AnytimePerception:
         inputs = ", ".join(c.image_topic for c in self.cameras)
         self.log.info(f"listening on {inputs}" + (" (+ /compressed)" if s.subscribe_compressed else "")
                       + f"; policies: {self.executor.policies.describe()}")
+
+    def _subscribe_image(self, camera: CameraInput, msg_type, topic: str, compressed: bool):
+        """An input subscription whose lost messages are counted for ``camera``; its QoS is overridable by
+        parameters (qos_overrides./<topic>.subscription.*)."""
+        return self.node.create_subscription(
+            msg_type, camera.prefix + topic, lambda m, c=camera: self._on_image(c, m, compressed=compressed),
+            IMAGE_QOS, callback_group=self._input_group,
+            event_callbacks=SubscriptionEventCallbacks(message_lost=lambda info, c=camera: self._on_lost(c, info)),
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
 
     def deactivate(self) -> None:
         """Stop taking input and stop the worker: frames and goals in flight end with ``shutdown``."""
@@ -530,12 +531,16 @@ class AnytimePerception:
                     if event.remaining <= 0:
                         camera.event = None
                 counters.event_frames += 1
-        prepared = self._prepare(rgb, msg.header, counters, camera=camera)
-        if event is not None and event.deadline_ms > 0:
-            deadline = prepared[0].stamp + event.deadline_ms / 1000.0
-        self._submit(prepared, camera.source, priority, deadline)
+        try:
+            prepared = self._prepare(rgb, msg.header, counters, camera=camera)
+            if event is not None and event.deadline_ms > 0:
+                deadline = prepared[0].stamp + event.deadline_ms / 1000.0
+            self._submit(prepared, camera.source, priority, deadline)
+        except Exception as error:  # noqa: BLE001 - out of memory or a resize failure must not stop the node
+            self._reject(counters, camera.label, "prepare_failed", f"{type(error).__name__}: {error}", msg.header)
+            return
         counters.accepted += 1
-        if prepared[0].stamp == stamp_seconds(msg.header.stamp):   # stamped frames only
+        if prepared[0].stamped:
             self._input_time.add(max(0.0, self.executor.clock.now() - prepared[0].stamp))
 
     def _prepare(self, rgb: np.ndarray, header, counters: diag.InputCounters, camera=None, goal=None):
@@ -549,7 +554,8 @@ class AnytimePerception:
             rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         tensor = torch.from_numpy(normalise(rgb, self._scale, self._offset))
         stamp = stamp_seconds(header.stamp)
-        if stamp == 0.0:
+        stamped = stamp != 0.0
+        if not stamped:
             counters.unstamped += 1
             stamp = self.executor.clock.now()
             if not self._warned_unstamped:
@@ -560,7 +566,7 @@ class AnytimePerception:
             self.frame_count += 1
             number = self.frame_count
         return out.FrameInfo(header=header, stamp=stamp, number=number, width=width, height=height, rgb=rgb,
-                             camera=camera, goal=goal), tensor
+                             camera=camera, goal=goal, stamped=stamped), tensor
 
     def _submit(self, prepared, source: str, priority: int | None, deadline: float | None) -> int:
         from ..runtime import Job
@@ -618,8 +624,7 @@ class AnytimePerception:
     def _on_result(self, result, computed_at: float | None = None) -> None:
         began = time.perf_counter() if computed_at is None else computed_at
         frame: out.FrameInfo = result.job.meta["frame"]
-        model_time = self._model_time.get(result.job_id, 0.0) + result.timings.model_time
-        self._model_time[result.job_id] = model_time
+        model_time = result.timings.job_model_time
         counters = frame.camera.counters if frame.camera is not None else self.action_counters
         try:
             if frame.goal is not None:
@@ -648,6 +653,20 @@ class AnytimePerception:
                 return True
         return False
 
+    def _result_message(self, result, frame: out.FrameInfo, model_time: float):
+        """The exit's AnytimeSegmentation / AnytimePose, end_to_end_ms taken now (as close to the publication as
+        possible), and what the image outputs reuse: the segmentation arrays, or the keypoints and their scores."""
+        if self.loaded.task == "pose":
+            coords, scores = out.pose_keypoints(result.exit, frame.width, frame.height)
+            msg = out.pose_message(result, frame, coords, scores, self.labels, model_time, 0.0,
+                                   out.computed_mask(result.exit))
+            rendered = (coords, scores)
+        else:
+            rendered = out.segmentation_arrays(result.exit)
+            msg = out.segmentation_message(result, frame, rendered, self.settings.confidence_encoding, model_time, 0.0)
+        msg.end_to_end_ms = self._end_to_end(frame) * 1000.0
+        return msg, rendered
+
     def _publish(self, result, frame: out.FrameInfo, model_time: float) -> None:
         camera: CameraInput = frame.camera
         groups = [camera.progressive]
@@ -656,13 +675,11 @@ class AnytimePerception:
             if result.is_final:
                 groups.append(camera.per_exit["final"])
         header, s = frame.header, self.settings
+        msg, rendered = self._result_message(result, frame, model_time)
+        for group in groups:
+            group.result.publish(msg)
         if self.loaded.task == "pose":
-            coords, scores = out.pose_keypoints(result.exit, frame.width, frame.height)
-            msg = out.pose_message(result, frame, coords, scores, self.labels, model_time, 0.0,
-                                   out.pose_computed(result.exit))
-            msg.end_to_end_ms = self._end_to_end(frame) * 1000.0
-            for group in groups:
-                group.result.publish(msg)
+            coords, scores = rendered
             if self._wanted(groups, "markers"):
                 markers = out.pose_markers(header, coords, scores, camera.camera_model.intrinsics(frame.width,
                                                                                                   frame.height),
@@ -671,21 +688,16 @@ class AnytimePerception:
                 for group in groups:
                     group.markers.publish(markers)
             if s.publish_overlay and frame.rgb is not None and self._wanted(groups, "overlay"):
-                image = out.overlay_image(out.pose_overlay(frame.rgb, coords, scores, frame.width, frame.height,
-                                                           self.labels, s.keypoint_min_score), header)
+                image = out.rgb_to_image(out.pose_overlay(frame.rgb, coords, scores, frame.width, frame.height,
+                                                          self.labels, s.keypoint_min_score), header)
                 self._publish_image(groups, "overlay", image, camera, frame)
             return
-        arrays = out.segmentation_arrays(result.exit)
-        msg = out.segmentation_message(result, frame, arrays, s.confidence_encoding, model_time, 0.0)
-        msg.end_to_end_ms = self._end_to_end(frame) * 1000.0          # as close to the publication as possible
-        for group in groups:
-            group.result.publish(msg)
         for kind, image in (("labels", msg.labels), ("confidence", msg.confidence), ("computed", msg.computed)):
             if self._wanted(groups, kind):
                 self._publish_image(groups, kind, image, camera, frame)
         if s.publish_overlay and frame.rgb is not None and self._wanted(groups, "overlay"):
-            overlay = out.segmentation_overlay(frame.rgb, arrays.labels, self.labels.lut, float(s.overlay_alpha))
-            self._publish_image(groups, "overlay", out.overlay_image(overlay, header), camera, frame)
+            overlay = out.segmentation_overlay(frame.rgb, rendered.labels, self.labels.lut, float(s.overlay_alpha))
+            self._publish_image(groups, "overlay", out.rgb_to_image(overlay, header), camera, frame)
 
     def _publish_image(self, groups, kind: str, image, camera: CameraInput, frame: out.FrameInfo) -> None:
         info = camera.camera_model.for_size(frame.header, frame.width, frame.height, image.width, image.height)
@@ -694,24 +706,14 @@ class AnytimePerception:
             image_pub.publish(image)
             info_pub.publish(info)
 
-    def _render_for_goal(self, result, frame: out.FrameInfo, model_time: float):
-        if self.loaded.task == "pose":
-            coords, scores = out.pose_keypoints(result.exit, frame.width, frame.height)
-            return out.pose_message(result, frame, coords, scores, self.labels, model_time, self._end_to_end(frame),
-                                    out.pose_computed(result.exit))
-        arrays = out.segmentation_arrays(result.exit)
-        return out.segmentation_message(result, frame, arrays, self.settings.confidence_encoding, model_time,
-                                        self._end_to_end(frame))
-
     def _publish_feedback(self, result, frame: out.FrameInfo, model_time: float) -> None:
         goal: GoalState = frame.goal
-        msg = self._render_for_goal(result, frame, model_time)
+        msg, _ = self._result_message(result, frame, model_time)
         goal.last = msg
         feedback = Perceive.Feedback(pose=msg) if self.loaded.task == "pose" else Perceive.Feedback(segmentation=msg)
         goal.handle.publish_feedback(feedback)
 
     def _on_end(self, end) -> None:
-        self._model_time.pop(end.job_id, None)
         frame: out.FrameInfo = end.job.meta["frame"]
         if frame.goal is not None:
             frame.goal.end = end
@@ -734,7 +736,7 @@ class AnytimePerception:
             self._reject(counters, "perceive action", "inactive", "the node is not active", goal.image.header)
             return GoalResponse.REJECT
         try:
-            image_to_rgb(goal.image, int(self.settings.max_image_pixels))
+            check_image(goal.image, int(self.settings.max_image_pixels))
         except ImageError as error:
             self._reject(counters, "perceive action", error.reason, str(error), goal.image.header)
             return GoalResponse.REJECT
@@ -759,8 +761,8 @@ class AnytimePerception:
         key = bytes(goal_handle.goal_id.uuid)
         with self._lock:
             state = self._goals.get(key)
-            if state is None:
-                return CancelResponse.REJECT
+            if state is None:             # accepted, not executing yet: _run_goal sees is_cancel_requested
+                return CancelResponse.ACCEPT
             state.cancel_requested = True
             job_id = state.job_id
         if job_id is not None and self.executor is not None:
@@ -776,18 +778,28 @@ class AnytimePerception:
         wake_on_done(state.done, self.node.executor)
         with self._lock:
             self._goals_pending = max(0, self._goals_pending - 1)
-            state.slot = self._free_slots.pop(0)
+            state.generation = self._generation
+            state.slot = self._free_slots.pop(0) if self._free_slots else ""
             self._goals[key] = state
         try:
             return await self._run_goal(goal_handle, request, state)
         finally:
             with self._lock:
                 self._goals.pop(key, None)
-                self._free_slots.append(state.slot)
+                if state.slot and state.generation == self._generation:
+                    self._free_slots.append(state.slot)
 
     async def _run_goal(self, goal_handle, request, state: GoalState):
         counters = self.action_counters
         result = Perceive.Result()
+        if not state.slot:            # accepted before a lifecycle re-configure, executing after it with all slots taken
+            self._reject(counters, "perceive action", "busy",
+                         f"{self.settings.max_concurrent_goals} goals in flight (max_concurrent_goals)",
+                         request.image.header)
+            result.stop_reason = AnytimeSegmentation.STOP_FAILED
+            goal_handle.abort()
+            self._count_goal("aborted")
+            return result
         if not self.active:           # deactivated between acceptance and execution: nothing would run the job
             self._reject(counters, "perceive action", "inactive", "the node is not active", request.image.header)
             result.stop_reason = AnytimeSegmentation.STOP_SHUTDOWN
@@ -800,8 +812,17 @@ class AnytimePerception:
             self._reject(counters, "perceive action", error.reason, str(error), request.image.header)
             result.stop_reason = AnytimeSegmentation.STOP_FAILED
             goal_handle.abort()
+            self._count_goal("aborted")
             return result
-        prepared = self._prepare(rgb, request.image.header, counters, goal=state)
+        try:
+            prepared = self._prepare(rgb, request.image.header, counters, goal=state)
+        except Exception as error:  # noqa: BLE001 - e.g. out of memory: the goal fails, the node keeps serving
+            self._reject(counters, "perceive action", "prepare_failed", f"{type(error).__name__}: {error}",
+                         request.image.header)
+            result.stop_reason = AnytimeSegmentation.STOP_FAILED
+            goal_handle.abort()
+            self._count_goal("aborted")
+            return result
         frame = prepared[0]
         deadline = None
         if request.deadline_ms > 0:
@@ -809,7 +830,7 @@ class AnytimePerception:
         elif request.deadline_ms == 0 and self.settings.deadline_ms > 0:
             deadline = frame.stamp + self.settings.deadline_ms / 1000.0
         with self._lock:
-            if state.cancel_requested:
+            if state.cancel_requested or goal_handle.is_cancel_requested:
                 job_id = None
             else:
                 job_id = state.job_id = self._submit(prepared, state.slot, int(request.priority), deadline)
@@ -847,9 +868,11 @@ class AnytimePerception:
             self.goals_finished[status] = self.goals_finished.get(status, 0) + 1
 
     # ----- diagnostics --------------------------------------------------------------------------------------------
-    def source_stats(self) -> dict[str, tuple[SourceStats, diag.InputCounters]]:
-        """Runtime stats and node counters per input: camera names ("" for the unnamed one) and "action"."""
-        stats = self.executor.stats() if self.executor is not None else None
+    def source_stats(self, stats=None) -> dict[str, tuple[SourceStats, diag.InputCounters]]:
+        """Runtime stats and node counters per input: camera names ("" for the unnamed one) and "action"; from
+        ``stats`` (a snapshot of the runtime's) when given."""
+        if stats is None and self.executor is not None:
+            stats = self.executor.stats()
         result = {}
         for camera in self.cameras:
             source = stats.sources.get(camera.source, SourceStats()) if stats else SourceStats()
@@ -871,10 +894,11 @@ class AnytimePerception:
         info = {"model": self.settings.model, "weights": self.loaded.weights, "device": self.settings.device,
                 "input_size": "frame size" if self.settings.input_size is None else
                 "x".join(map(str, self.settings.input_size)), "frames_accepted": self.frame_count,
-                "priority_events_ignored": self.events_ignored, "output_queue_peak": self.outbox_peak}
+                "priority_events_ignored": self.events_ignored, "output_queue_peak": self.outbox_peak,
+                "output_queue_depth": self._outbox.qsize()}
         statuses = [diag.runtime_status(f"{node}: runtime", hardware, info, stats, dict(self._output_time),
                                         self._input_time)]
-        for name, (source, counters) in self.source_stats().items():
+        for name, (source, counters) in self.source_stats(stats).items():
             label = f"{node}: {'action perceive' if name == ACTION_SOURCE else f'camera {name}' if name else 'input image'}"
             snapshot = counters.copy()
             status = diag.input_status(label, hardware, source, snapshot, self._previous_counters.get(name),

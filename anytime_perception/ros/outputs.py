@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -41,6 +42,7 @@ class FrameInfo:
     rgb: np.ndarray | None    # the frame as the model saw it (model input size, uint8 RGB), for overlays
     camera: object = None     # the node's CameraInput, None for action goals
     goal: object = None       # the node's goal state for action goals
+    stamped: bool = True      # False: the header had no stamp, `stamp` is the arrival time
 
 
 # ----- label maps -----------------------------------------------------------------------------------------------
@@ -72,23 +74,68 @@ class LabelMap:
 
 # ----- camera models --------------------------------------------------------------------------------------------
 class CameraModel:
-    """The latest CameraInfo of an input (or a pinhole guess) and CameraInfos for output images of any size."""
+    """The latest usable CameraInfo of an input (or a pinhole guess) and CameraInfos for output images of any size.
 
-    def __init__(self):
-        self.info: CameraInfo | None = None
+    ``update`` runs on the executor's thread and ``for_size`` on the output thread: the calibration and its
+    version are swapped as one tuple, and cached CameraInfos are keyed by that version, so a reader never mixes
+    an old calibration with a new one. ``warn`` (set by the node) is told, once per kind, why a camera_info is not
+    used: no size, no focal lengths (what drivers without a calibration file publish), or a size whose aspect
+    ratio differs from the frames'; the pinhole guess is used instead."""
+
+    def __init__(self, warn: Callable[[str], Any] | None = None):
+        self.warn = warn
+        self._current: tuple[int, CameraInfo | None] = (0, None)
+        self._signature: tuple | None = None
         self._cache: dict[tuple, CameraInfo] = {}
+        self._warned: set[str] = set()
 
-    def update(self, info: CameraInfo) -> None:
+    @property
+    def info(self) -> CameraInfo | None:
+        return self._current[1]
+
+    def _warn_once(self, kind: str, text: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            if self.warn is not None:
+                self.warn(text)
+
+    def update(self, info: CameraInfo) -> bool:
+        """Take ``info`` as the calibration if it is usable; returns whether it is."""
         if info.width == 0 or info.height == 0:
-            return
-        self.info = info
-        self._cache.clear()
+            self._warn_once("size", "camera_info with zero width or height ignored; images' CameraInfos use a "
+                                    "pinhole guess")
+            return False
+        if not (info.k[0] > 0.0 and info.k[4] > 0.0):
+            self._warn_once("uncalibrated", "camera_info without focal lengths (K is zero: the camera is not "
+                                            "calibrated) ignored; images' CameraInfos use a pinhole guess")
+            return False
+        roi = info.roi
+        signature = (info.width, info.height, info.binning_x, info.binning_y, roi.x_offset, roi.y_offset,
+                     roi.width, roi.height, info.distortion_model, tuple(info.d), tuple(info.k), tuple(info.r),
+                     tuple(info.p))
+        if signature != self._signature:
+            self._signature = signature
+            self._current = (self._current[0] + 1, info)
+        return True
+
+    def _matches(self, info: CameraInfo, frame_w: int, frame_h: int) -> bool:
+        """Whether ``info`` describes frames of this shape: the same aspect ratio within 2% (drivers publish the
+        calibration's size for downscaled images too)."""
+        roi = info.roi
+        w, h = (roi.width, roi.height) if roi.width and roi.height else (info.width, info.height)
+        aspect = (w / max(info.binning_x, 1)) / (h / max(info.binning_y, 1))
+        return abs(aspect / (frame_w / frame_h) - 1.0) <= 0.02
 
     def for_size(self, header: Header, frame_w: int, frame_h: int, width: int, height: int) -> CameraInfo:
         """A CameraInfo for an image of ``width`` x ``height`` covering the input frame (``frame_w`` x
         ``frame_h``), stamped with ``header``."""
-        info = self.info
-        key = (id(info), frame_w, frame_h, width, height)
+        version, info = self._current
+        if info is not None and not self._matches(info, frame_w, frame_h):
+            self._warn_once(f"aspect {frame_w}x{frame_h}",
+                            f"camera_info of {info.width}x{info.height} does not match frames of "
+                            f"{frame_w}x{frame_h} (aspect ratio); images' CameraInfos use a pinhole guess")
+            version, info = 0, None
+        key = (version, frame_w, frame_h, width, height)
         template = self._cache.get(key)
         if template is None:
             source = info if info is not None else pinhole_camera_info(Header(), frame_w, frame_h)
@@ -129,11 +176,7 @@ def segmentation_arrays(exit_result, batch_index: int = 0) -> SegmentationArrays
     else:
         labels = class_ids(exit_result.logits[batch_index])
     confidence = exit_result.confidence[batch_index].float().to("cpu").numpy()
-    if exit_result.compute_mask is None:
-        computed = np.full(labels.shape, 255, np.uint8)
-    else:
-        computed = (exit_result.compute_mask[batch_index] > 0.5).to("cpu").numpy().astype(np.uint8) * 255
-    return SegmentationArrays(labels, confidence, computed)
+    return SegmentationArrays(labels, confidence, computed_mask(exit_result, batch_index))
 
 
 def segmentation_overlay(rgb: np.ndarray, labels: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
@@ -193,10 +236,10 @@ def pose_message(result, frame: FrameInfo, coords: np.ndarray, scores: np.ndarra
     return msg
 
 
-def pose_computed(exit_result, batch_index: int = 0) -> np.ndarray:
-    shape = tuple(exit_result.logits.shape[-2:])
-    if exit_result.compute_mask is None:
-        return np.full(shape, 255, np.uint8)
+def computed_mask(exit_result, batch_index: int = 0) -> np.ndarray:
+    """(h, w) uint8 at the exit's resolution: 255 where this exit computed, 0 where it carried over."""
+    if exit_result.compute_mask is None:                      # exit 1 computes everything
+        return np.full(tuple(exit_result.logits.shape[-2:]), 255, np.uint8)
     return (exit_result.compute_mask[batch_index] > 0.5).to("cpu").numpy().astype(np.uint8) * 255
 
 
@@ -243,7 +286,3 @@ def pose_markers(header: Header, coords: np.ndarray, scores: np.ndarray, intrins
         if visible[a] and visible[b]:
             bones.points += [points[a], points[b]]
     return MarkerArray(markers=[joints, bones])
-
-
-def overlay_image(rgb: np.ndarray, header: Header):
-    return rgb_to_image(rgb, header)

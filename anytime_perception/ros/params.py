@@ -57,6 +57,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "shipped clip so that masks and compute are realistic while labels are MEANINGLESS; '' = the "
               "network's initialisation (near-uniform outputs)", read_only=True),
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
+    ParamSpec("execution", "sparse", "how masked convolutions run: 'sparse' computes only the pixels not yet "
+              "confident (real savings; C++ kernels on CPU, PyTorch gather/scatter ops elsewhere), 'emulate' "
+              "computes every pixel and masks, as the authors' code does (same outputs)", read_only=True,
+              choices=("sparse", "emulate")),
     ParamSpec("input_height", 0, "frames are resized to input_height x input_width for the model (outputs cover "
               "the same field of view); 0 = each frame's own size", read_only=True, range=(0, 8192)),
     ParamSpec("input_width", 0, "see input_height; both 0 or both set", read_only=True, range=(0, 8192)),

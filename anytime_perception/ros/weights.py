@@ -47,6 +47,17 @@ def normalizer(model) -> tuple[np.ndarray, np.ndarray]:
     return 1.0 / (255.0 * std), mean / std
 
 
+def normalise(rgb: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ``pixel * scale - offset`` per channel, with OpenCV's vectorised
+    kernels (1 ms for 512x1024 on one core, 4-18 ms with a permuted torch conversion)."""
+    import cv2
+
+    out = np.empty((3,) + rgb.shape[:2], np.float32)
+    for c, plane in enumerate(cv2.split(rgb)):
+        cv2.addWeighted(plane, float(scale[c]), plane, 0.0, -float(offset[c]), dst=out[c], dtype=cv2.CV_32F)
+    return out
+
+
 def clip_batch(size: tuple[int, int], count: int, model):
     """``count`` frames of the shipped clip (spread over it) resized to ``size`` and normalised for ``model``:
     (count, 3, H, W)."""
@@ -60,17 +71,15 @@ def clip_batch(size: tuple[int, int], count: int, model):
     source.close()
     picks = [frames[round(i * (len(frames) - 1) / max(count - 1, 1))] for i in range(count)]
     scale, offset = normalizer(model)
-    batch = []
-    for rgb in picks:
-        resized = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        batch.append(torch.from_numpy(resized.astype(np.float32) * scale - offset).permute(2, 0, 1))
-    return torch.stack(batch)
+    return torch.stack([torch.from_numpy(normalise(cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA),
+                                                   scale, offset)) for rgb in picks])
 
 
-def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, int] | None) -> LoadedModel:
-    """Build model ``name`` with the weights ``checkpoint`` says (module docstring) on ``device``.
-    ``input_size`` (H, W) is the size frames are resized to (the calibration size); None = the shipped clip's.
-    Raises ModelLoadError with a message fit for a log line."""
+def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, int] | None,
+               execution: str = "emulate") -> LoadedModel:
+    """Build model ``name`` with the weights ``checkpoint`` says (module docstring) on ``device``, its masked
+    convolutions run by ``execution`` ("emulate" or "sparse"). ``input_size`` (H, W) is the size frames are resized
+    to (the calibration size); None = the shipped clip's. Raises ModelLoadError with a message fit for a log line."""
     import torch
 
     from ..models import create_model, list_models
@@ -86,13 +95,16 @@ def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, i
         torch_device = torch.device(device)
     except RuntimeError as error:
         raise ModelLoadError(f"bad device {device!r}: {error}") from None
+    if torch_device.type == "cuda" and (torch_device.index or 0) >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {device!r} requested but PyTorch sees {torch.cuda.device_count()} CUDA "
+                             f"device(s) (0..{torch.cuda.device_count() - 1})")
 
     checkpoint = checkpoint.strip()
     untrained = True
     if checkpoint == CALIBRATED_UNTRAINED:
         from ..models.untrained import calibrate_untrained, randomise_weights
 
-        model = create_model(name)
+        model = create_model(name, execution=execution)
         if model.config.confidence_adaptive:
             size = input_size or (576, 768)
             images = clip_batch(size, CALIBRATION_FRAMES, model)
@@ -107,7 +119,7 @@ def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, i
             weights = (f"{CALIBRATED_UNTRAINED}: random untrained weights ({name} has no confidence adaptivity, "
                        "so nothing to calibrate); outputs are MEANINGLESS")
     elif checkpoint == "":
-        model = create_model(name)
+        model = create_model(name, execution=execution)
         weights = ("initialisation (checkpoint ''): untrained, near-uniform outputs; nothing is ever confident, "
                    "so every exit computes every pixel")
     else:
@@ -116,12 +128,15 @@ def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, i
             raise ModelLoadError(f"checkpoint {str(path)!r} does not exist or is not a file "
                                  f"(use checkpoint:={CALIBRATED_UNTRAINED} to run without trained weights)")
         try:
-            model = create_model(name, checkpoint=path)
+            model = create_model(name, checkpoint=path, execution=execution)
         except CheckpointError as error:
             raise ModelLoadError(f"cannot load checkpoint {str(path)!r} into {name}: {error}") from None
         except (OSError, RuntimeError, ValueError, EOFError) as error:   # torch.load on a corrupt file
             raise ModelLoadError(f"cannot read checkpoint {str(path)!r}: {type(error).__name__}: {error}") from None
         weights = f"checkpoint {path}"
         untrained = False
-    model = model.to(torch_device).eval()
+    try:
+        model = model.to(torch_device).eval()
+    except RuntimeError as error:       # out of device memory, a device that fails to initialise
+        raise ModelLoadError(f"cannot move {name} to {device!r}: {error}") from None
     return LoadedModel(model, model.config.task, weights, untrained, time.perf_counter() - started)

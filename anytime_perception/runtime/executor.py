@@ -456,7 +456,7 @@ class AnytimeExecutor:
                 job.deadline_met_once = True
             else:
                 source.exit_deadline_misses += 1
-        timings = Timings(job.queue_wait, model_time, end_to_end, mono - job.received_at)
+        timings = Timings(job.queue_wait, model_time, end_to_end, mono - job.received_at, job.model_time)
         # Decide now whether the job goes on, so the result can say whether it is final; it goes out before the
         # end that the decision may add.
         position = len(self._notes)
@@ -488,7 +488,7 @@ class AnytimeExecutor:
             else:
                 source.job_deadline_misses += 1
         now, mono = self.clock.now(), self.clock.monotonic()
-        timings = Timings(job.queue_wait, job.model_time, now - job.stamp, mono - job.received_at)
+        timings = Timings(job.queue_wait, job.model_time, now - job.stamp, mono - job.received_at, job.model_time)
         self._notes.append(JobEnd(job.id, job.job, reason, job.exits_delivered, job.suspensions, job.priority,
                                   job.deadline, timings))
         return False

@@ -82,12 +82,13 @@ class SourceConfig:
 class Timings:
     """Seconds. `queue_wait`: submit -> first step started. `model_time`: compute of the steps that led to this
     exit since the previous one (for a job's end: all its steps). `end_to_end`: stamp -> delivery, in the stamp
-    timebase. `since_submit`: submit -> delivery."""
+    timebase. `since_submit`: submit -> delivery. `job_model_time`: compute of all the job's steps so far."""
 
     queue_wait: float
     model_time: float
     end_to_end: float
     since_submit: float
+    job_model_time: float = 0.0
 
 
 @dataclass(frozen=True)
