@@ -249,6 +249,15 @@ template <int NV, bool Accumulate>
 inline void igemm_block(const float* const* ptr /* [MR][T] */, int64_t T, int64_t t0, int64_t t1, int64_t C,
                         const float* w /* (T, C, NV*16) */, float* y, int64_t ldy, int rows, __mmask16 last,
                         const BlockFinish* fin = nullptr) {
+  if (fin) {  // the rows this block finishes: fetch their residual and output lines while the products run
+    for (int r = 0; r < rows; ++r) {
+      const int64_t off = static_cast<int64_t>(fin->frow[r]) * fin->ldo;
+      for (int v = 0; v < NV; ++v) {
+        if (fin->res) _mm_prefetch(reinterpret_cast<const char*>(fin->res + off + v * 16), _MM_HINT_T0);
+        _m_prefetchw(fin->out + off + v * 16);
+      }
+    }
+  }
   __m512 acc[MR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -755,6 +764,14 @@ void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor&
           const bool pair_rows = !two && rb + amx::MB < mp;  // lone column block: rows rb.. and rb+32.. together
           const uint16_t* a2 = a0 + 32 * Kp;
           const uint16_t* a3 = a0 + 48 * Kp;
+          // fetch the residual and output lines of the rows this block finishes while its tile products run
+          for (int64_t r = rb, re = std::min(m, rb + (pair_rows ? 2 : 1) * amx::MB); r < re; ++r) {
+            const int64_t off = static_cast<int64_t>(a[r0 + r]) * Cout + nb * 16;
+            for (int64_t c = 0; c < ncols; c += 32) {
+              if (rp) _mm_prefetch(reinterpret_cast<const char*>(rp + off + c), _MM_HINT_T0);
+              _m_prefetchw(op + off + c);
+            }
+          }
           _tile_zero(4);
           _tile_zero(5);
           _tile_zero(6);
