@@ -39,14 +39,14 @@ from ._ext import extension
 # Per-layer dense fallback: above this share of active output pixels a conv runs densely (oneDNN) and the fused
 # epilogue fixes the skipped pixels. Keyed by (dtype, kernel, stride): ((max C_out, threshold), ...). Crossovers
 # measured with `benchmarks/sparse_speedup.py --calibrate` on the development machine (2 vCPU, AVX-512 + AMX) for
-# HRNet-W48's units: fp32 (direct kernel, at 512x1024) 0.85-0.95; bf16 (AMX tile kernel, at 1024x2048, 2026-11-25)
+# HRNet-W48's units: fp32 (direct kernel, at 512x1024 and 1024x2048) 0.85-0.95, 0.7 for the classifier; bf16 (AMX tile kernel, at 1024x2048, 2026-11-25)
 # lower for few channels, because AMX makes the dense conv so fast that gathering the active rows' inputs and
 # finishing them costs a good part of the whole dense conv: 0.45-0.5 for 48 and 96 channels, 0.65-0.7 for 192 (3x3)
 # and for the stride-2 convs, 0.8 for 384, 0.6 for the classifier, 0.7-0.8 for 1x1 convs to 48-128 channels.
 DENSE_ABOVE: dict[tuple[str, int, int], tuple[tuple[float, float], ...]] = {
     ("float32", 3, 1): ((math.inf, 0.85),),
     ("float32", 3, 2): ((math.inf, 0.9),),
-    ("float32", 1, 1): ((math.inf, 0.9),),
+    ("float32", 1, 1): ((32, 0.65), (math.inf, 0.9)),
     ("bfloat16", 3, 1): ((128, 0.45), (256, 0.65), (384, 0.75), (math.inf, 0.9)),
     ("bfloat16", 3, 2): ((256, 0.7), (math.inf, 0.8)),
     ("bfloat16", 1, 1): ((32, 0.55), (64, 0.65), (256, 0.75), (math.inf, 0.85)),
