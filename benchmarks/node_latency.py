@@ -125,7 +125,7 @@ def _without_warm_up(after: dict, warm: dict) -> dict:
     return out
 
 
-def measure(size, placement, frames, images, progress_label) -> dict:
+def measure(size, placement, frames, images, progress_label, output_size="input") -> dict:
     """One configuration: returns per-exit lists of (latency, model, node, out) in ms."""
     import rclpy
 
@@ -135,7 +135,7 @@ def measure(size, placement, frames, images, progress_label) -> dict:
     height, width = size
     namespace = f"/lat_{uuid.uuid4().hex[:8]}"
     params = {"input_height": height, "input_width": width, "checkpoint": "", "torch_threads": 1,
-              "policies.frames": "fifo", "deadline_ms": 0.0, "diagnostics_period_s": 0.2}
+              "policies.frames": "fifo", "deadline_ms": 0.0, "diagnostics_period_s": 0.2, "output_size": output_size}
     context = rclpy.Context()
     rclpy.init(context=context)
     node = process = spinner = node_executor = None
@@ -208,6 +208,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="512x1024 only, 4 frames per configuration")
     parser.add_argument("--frames", type=int, default=None, help="frames per configuration (default 6 / 3)")
+    parser.add_argument("--output-size", choices=("input", "exit"), default="input",
+                        help="the node's output_size: output images at the input's size (the default) or at the "
+                             "exit's resolution (1/4 of the model input)")
     args = parser.parse_args(argv)
 
     from anytime_perception.ros.fastdds import use_large_image_profile
@@ -226,7 +229,7 @@ def main(argv=None) -> int:
     for size, placement, images in configs:
         frames = args.frames or (4 if args.quick else (6 if size[0] <= 512 else 3))
         label = f"{size[0]}x{size[1]} {placement}{' + images' if images else ''}"
-        per_exit, diagnostics = measure(size, placement, frames, images, label)
+        per_exit, diagnostics = measure(size, placement, frames, images, label, args.output_size)
         input_ms = float(diagnostics.get("input_mean_ms", "nan"))
         for k in sorted(per_exit):
             values = per_exit[k]
@@ -238,7 +241,7 @@ def main(argv=None) -> int:
             rows.append((label, k, len(values), statistics.median(latency), statistics.median(model),
                          statistics.median(overhead), statistics.mean(overhead), _percentile(overhead, 90),
                          input_ms, output_ms, delivery, rest))
-    print()
+    print(f"\noutput_size: {args.output_size}")
     print("| image, placement | exit | n | latency ms (median) | model ms (median) | overhead median | mean | p90 | "
           "input | output | delivery | rest |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

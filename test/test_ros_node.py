@@ -199,9 +199,9 @@ def test_every_exit_in_order_with_the_input_header_and_rviz_ready_outputs(harnes
         assert [m.gflops for m in mine] == sorted(m.gflops for m in mine) and mine[0].gflops > 0
         assert all(m.model_time_ms >= m.exit_time_ms > 0 for m in mine)
         for m in mine:
-            assert (m.labels.encoding, m.labels.width, m.labels.height) == ("mono8", 24, 16)   # 1/4 of 64x96
-            assert (m.confidence.encoding, m.confidence.width) == ("32FC1", 24)
-            assert (m.computed.encoding, m.computed.height) == ("mono8", 16)
+            assert (m.labels.encoding, m.labels.width, m.labels.height) == ("mono8", 160, 120)   # the input's size
+            assert (m.confidence.encoding, m.confidence.width) == ("32FC1", 160)
+            assert (m.computed.encoding, m.computed.height) == ("mono8", 120)
             assert m.labels.header == msg.header and m.confidence.header == msg.header
             assert image_to_array(m.labels).max() < 19
             conf = image_to_array(m.confidence)
@@ -220,12 +220,11 @@ def test_every_exit_in_order_with_the_input_header_and_rviz_ready_outputs(harnes
             assert image.step == image.width * {"rgb8": 3, "mono8": 1, "32FC1": 4}[image.encoding]
         assert [i.header for i in images[kind]] == [m.header for m in results]
     assert {i.encoding for i in images["overlay"]} == {"rgb8"}
-    assert (images["overlay"][0].width, images["overlay"][0].height) == (96, 64)      # the model's input size
+    assert (images["overlay"][0].width, images["overlay"][0].height) == (160, 120)    # the input's size
     assert {i.encoding for i in images["labels"]} == {"mono8"}
     assert {i.encoding for i in images["confidence"]} == {"32FC1"}
     # the input's calibration (90 deg at 160 px -> fx 80), scaled to each output's size
-    assert infos["overlay"][0].k[0] == pytest.approx(80.0 * 96 / 160)
-    assert infos["labels"][0].k[0] == pytest.approx(80.0 * 24 / 160)
+    assert infos["overlay"][0].k[0] == pytest.approx(80.0) and infos["labels"][0].k[0] == pytest.approx(80.0)
 
     # the class map, latched: a subscriber that comes late still gets it
     labels = h.subscribe(LabelInfo, "label_info", qos=LATCHED)
@@ -235,6 +234,23 @@ def test_every_exit_in_order_with_the_input_header_and_rviz_ready_outputs(harnes
     # the untrained weights are said plainly
     assert any("NO TRAINED WEIGHTS" in m.msg and "calibrated-untrained" in m.msg for m in h.rosout) or \
         "calibrated-untrained" in h.perception.loaded.weights
+
+
+def test_output_size_exit_publishes_masks_at_the_exit_resolution(harnesses):
+    h = harnesses(params={"input_height": 64, "input_width": 96, "torch_threads": 1, "output_size": "exit"})
+    overlay = h.subscribe(Image, "overlay/image", qos=QoSProfile(depth=100))
+    labels_info = h.subscribe(CameraInfo, "labels/camera_info", qos=QoSProfile(depth=100))
+    h.wait_matched()
+    group = h.camera().progressive
+    wait_for(lambda: group.images["overlay"][0].get_subscription_count() and
+             group.images["labels"][1].get_subscription_count(), what="the image outputs to see their subscribers")
+    h.publish(frame(80, 120, 160, sec=int(time.time())))
+    wait_for(lambda: h.results[""] and h.results[""][-1].is_final, what="the frame")
+    wait_for(lambda: len(overlay) == 4 and len(labels_info) == 4, what="image outputs")
+    for m in h.results[""]:
+        assert (m.labels.width, m.labels.height, m.confidence.width, m.computed.height) == (24, 16, 24, 16)  # 1/4
+    assert (overlay[0].width, overlay[0].height) == (96, 64)                             # the model's input size
+    assert (labels_info[0].width, labels_info[0].height) == (24, 16)
 
 
 def test_pose_outputs_keypoints_markers_and_overlay(harnesses):
@@ -254,7 +270,8 @@ def test_pose_outputs_keypoints_markers_and_overlay(harnesses):
         assert m.header == sent.header and (m.image_width, m.image_height) == (128, 96)
         assert [k.name for k in m.keypoints][:2] == ["r_ankle", "r_knee"] and len(m.keypoints) == 16
         assert all(-0.5 <= k.x <= 127.5 and -0.5 <= k.y <= 95.5 for k in m.keypoints)   # input pixels
-    assert (overlay[0].encoding, overlay[0].width, overlay[0].height) == ("rgb8", 64, 64)
+    assert (overlay[0].encoding, overlay[0].width, overlay[0].height) == ("rgb8", 128, 96)      # the input's size
+    assert (results[0].computed.width, results[0].computed.height) == (128, 96)
     wait_for(lambda: len(markers) == 4, what="markers")
     joints, bones = markers[-1].markers
     visible = [k.score >= 0.0 for k in results[-1].keypoints]              # keypoint_min_score = 0

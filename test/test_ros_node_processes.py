@@ -159,7 +159,7 @@ def test_node_in_another_process_serves_topics_action_and_diagnostics(ros_contex
             mine = [m for m in client.results[""] if m.header == msg.header]
             assert [m.exit_index for m in mine] == [1, 2, 3, 4]
             assert mine[-1].stop_reason == "last_exit" and {m.header.frame_id for m in mine} == {f"cam_{i}"}
-            assert (mine[0].labels.width, mine[0].labels.height, mine[0].labels.encoding) == (24, 16, "mono8")
+            assert (mine[0].labels.width, mine[0].labels.height, mine[0].labels.encoding) == (192, 144, "mono8")
 
         # the action, across processes
         action = ActionClient(client.node, Perceive, "perceive")

@@ -119,7 +119,10 @@ def node_command(args) -> list[str]:
     params = {"model": args.model, "checkpoint": args.checkpoint, "input_height": args.input_size[0],
               "input_width": args.input_size[1], "torch_threads": args.torch_threads, "deadline_ms": 0.0,
               "diagnostics_period_s": 0.5, "policies.frames": "newest_wins", "policies.deadline": "predictive",
-              "lazy_outputs": False}
+              "lazy_outputs": False,
+              # masks at the exit's resolution: the strips scale them anyway, and at the input's size (768x576)
+              # every exit's images would make the bag ~10x larger (~1 GB) and the 2-core run slower
+              "output_size": "exit"}
     command = [sys.executable, "-m", "anytime_perception.ros.node", "--ros-args", "-r", f"__ns:={NAMESPACE}",
                "-r", f"__node:={NODE_NAME}"]
     for name, value in params.items():

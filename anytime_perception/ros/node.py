@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
@@ -544,11 +545,11 @@ class AnytimePerception:
             self._input_time.add(max(0.0, self.executor.clock.now() - prepared[0].stamp))
 
     def _prepare(self, rgb: np.ndarray, header, counters: diag.InputCounters, camera=None, goal=None):
-        import cv2
         import torch
 
         height, width = rgb.shape[:2]
         size = self.settings.input_size or (height, width)
+        frame_rgb = rgb
         if (height, width) != size:
             shrink = size[0] * size[1] < height * width
             rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -565,7 +566,8 @@ class AnytimePerception:
         with self._lock:
             self.frame_count += 1
             number = self.frame_count
-        return out.FrameInfo(header=header, stamp=stamp, number=number, width=width, height=height, rgb=rgb,
+        overlay_rgb = frame_rgb if self.settings.output_size == "input" else rgb
+        return out.FrameInfo(header=header, stamp=stamp, number=number, width=width, height=height, rgb=overlay_rgb,
                              camera=camera, goal=goal, stamped=stamped), tensor
 
     def _submit(self, prepared, source: str, priority: int | None, deadline: float | None) -> int:
@@ -656,13 +658,18 @@ class AnytimePerception:
     def _result_message(self, result, frame: out.FrameInfo, model_time: float):
         """The exit's AnytimeSegmentation / AnytimePose, end_to_end_ms taken now (as close to the publication as
         possible), and what the image outputs reuse: the segmentation arrays, or the keypoints and their scores."""
+        at_input = self.settings.output_size == "input"
         if self.loaded.task == "pose":
             coords, scores = out.pose_keypoints(result.exit, frame.width, frame.height)
-            msg = out.pose_message(result, frame, coords, scores, self.labels, model_time, 0.0,
-                                   out.computed_mask(result.exit))
+            computed = out.computed_mask(result.exit)
+            if at_input:
+                computed = cv2.resize(computed, (frame.width, frame.height), interpolation=cv2.INTER_NEAREST)
+            msg = out.pose_message(result, frame, coords, scores, self.labels, model_time, 0.0, computed)
             rendered = (coords, scores)
         else:
             rendered = out.segmentation_arrays(result.exit)
+            if at_input:
+                rendered = out.resize_arrays(rendered, frame.width, frame.height)
             msg = out.segmentation_message(result, frame, rendered, self.settings.confidence_encoding, model_time, 0.0)
         msg.end_to_end_ms = self._end_to_end(frame) * 1000.0
         return msg, rendered

@@ -39,7 +39,7 @@ class FrameInfo:
     number: int               # running count of accepted frames (frame_number in the messages)
     width: int                # the input frame's size
     height: int
-    rgb: np.ndarray | None    # the frame as the model saw it (model input size, uint8 RGB), for overlays
+    rgb: np.ndarray | None    # uint8 RGB for overlays: the input frame (output_size 'input') or the model's input
     camera: object = None     # the node's CameraInput, None for action goals
     goal: object = None       # the node's goal state for action goals
     stamped: bool = True      # False: the header had no stamp, `stamp` is the arrival time
@@ -179,6 +179,17 @@ def segmentation_arrays(exit_result, batch_index: int = 0) -> SegmentationArrays
     return SegmentationArrays(labels, confidence, computed_mask(exit_result, batch_index))
 
 
+def resize_arrays(arrays: SegmentationArrays, width: int, height: int) -> SegmentationArrays:
+    """The exit's arrays at ``width`` x ``height`` (the input frame's size): class ids and the computed mask by
+    nearest sampling, confidence bilinearly."""
+    if arrays.labels.shape == (height, width):
+        return arrays
+    size = (width, height)
+    return SegmentationArrays(cv2.resize(arrays.labels, size, interpolation=cv2.INTER_NEAREST),
+                              cv2.resize(arrays.confidence, size, interpolation=cv2.INTER_LINEAR),
+                              cv2.resize(arrays.computed, size, interpolation=cv2.INTER_NEAREST))
+
+
 def segmentation_overlay(rgb: np.ndarray, labels: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
     """Class colours of ``labels`` (nearest-resized to ``rgb``'s size) blended over ``rgb`` (uint8 RGB)."""
     colours = lut[labels]
@@ -245,7 +256,8 @@ def computed_mask(exit_result, batch_index: int = 0) -> np.ndarray:
 
 def pose_overlay(rgb: np.ndarray, coords: np.ndarray, scores: np.ndarray, frame_w: int, frame_h: int,
                  labels: LabelMap, min_score: float) -> np.ndarray:
-    """The skeleton drawn on ``rgb`` (the frame at the model's input size); coordinates are in frame pixels."""
+    """The skeleton drawn on ``rgb`` (the input frame, or the frame at the model's input size); coordinates are in
+    input frame pixels."""
     out = rgb.copy()
     height, width = out.shape[:2]
     sx, sy = width / frame_w, height / frame_h

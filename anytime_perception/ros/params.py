@@ -102,6 +102,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("lazy_outputs", True, "build image and marker outputs only while something subscribes to them "
               "(the segmentation / pose messages are always published)"),
+    ParamSpec("output_size", "input", "size of the output images: 'input' = the input frame's size (masks resized "
+              "back: labels and computed nearest, confidence bilinear; overlay on the input frame), 'exit' = the "
+              "exit's own resolution, 1/4 of the model input (16x fewer bytes; overlay at the model input size); "
+              "camera_info always matches", read_only=True, choices=("input", "exit")),
     ParamSpec("publish_overlay", True, "publish overlay/image (class colours or skeleton drawn on the input)"),
     ParamSpec("overlay_alpha", 0.5, "opacity of the class colours in overlay/image", range=(0.0, 1.0)),
     ParamSpec("confidence_encoding", "32FC1", "confidence images: 32FC1 (values in [0, 1]) or mono8 (0..255)",
