@@ -277,6 +277,45 @@ def test_bfloat16_amx_kernel_equals_gather_gemm_and_emulation(kind, monkeypatch)
         assert rel_err(got[True], ref) < 3e-2, (kind, base.mean().item())
 
 
+@pytest.mark.skipif(not HAVE_AMX or not hasattr(extension(), "set_amx_direct"), reason="no AMX direct loads")
+@pytest.mark.parametrize("kind", list(KINDS) + ["3x3-48ch", "3x3-96ch-residual", "1x1-64ch", "3x3-odd-40ch"])
+def test_bfloat16_amx_direct_loads_equal_gathered(kind):
+    """Runs of 16 consecutive active pixels whose window lies inside the row load their A tiles straight from x
+    (K blocks straddling kernel rows or holding padding gathered, taps outside the image zero): bit-identical to
+    gathering every row. Batch of 3 with different masks (long runs, image edges, single pixels), odd sizes."""
+    extra = {"3x3-48ch": (48, 48, 3, 1, False, True, True, False),
+             "3x3-96ch-residual": (96, 96, 3, 1, False, True, True, True),
+             "1x1-64ch": (64, 40, 1, 1, True, True, False, False),
+             "3x3-odd-40ch": (40, 24, 3, 1, False, True, True, False)}
+    c_in, c_out, k, s, bias, bn, relu, residual = KINDS.get(kind) or extra[kind]
+    seq16 = random_unit(c_in, c_out, k, s, bias, bn, relu, seed=7).bfloat16()
+    h, w = 21, 53
+    x16 = torch.randn(3, c_in, h, w).bfloat16().contiguous(memory_format=torch.channels_last)
+    ho, wo = seq16[0].output_size(h, w)
+    res16 = torch.randn(3, c_out, ho, wo).bfloat16() if residual else None
+    gen = torch.Generator().manual_seed(11)
+    runs = torch.zeros(3, 1, ho, wo)
+    runs[0, :, :, :] = 1  # every row: interior runs, first and last image rows (taps outside)
+    runs[0, :, 5, 7] = 0
+    runs[1, :, 2:9, 3:40] = 1  # a block with runs not aligned to 16
+    runs[1, :, ho - 1, :] = 1
+    runs[2] = (torch.rand(1, ho, wo, generator=gen) < 0.5).float()
+    runs[2, :, 10, 1:30] = 1
+    ext = extension()
+    for base in (runs, (torch.rand(3, 1, ho, wo, generator=gen) < 0.9).float()):
+        got = {}
+        for direct in (True, False):
+            ext.set_amx_direct(direct)
+            try:
+                ex = SparseExecution(backend="cpp", dense_above=1.01)
+                with torch.no_grad():
+                    got[direct] = ex.unit(seq16[0], seq16[1] if bn else None, relu, x16,
+                                          ComputeMask(base.bfloat16(), ex), res16)
+            finally:
+                ext.set_amx_direct(True)
+        assert torch.equal(got[True], got[False]), (kind, base.mean().item())
+
+
 def test_fill_band_keep_marks_the_rows_the_fill_reads():
     gen = torch.Generator().manual_seed(3)
     base = (torch.rand(2, 1, 13, 17, generator=gen) < 0.4).float()

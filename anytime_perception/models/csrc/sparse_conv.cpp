@@ -5,7 +5,8 @@
 //   conv_rows:  for chunks of active rows, gather their im2col rows (k*k*C_in values, zeros outside the image) into a
 //               preallocated buffer, one GEMM per chunk (at::mm_out: MKL sgemm / oneDNN bf16 on AMX) into a compact
 //               (N_active, C_out) matrix Y.
-//   conv_rows_direct (fp32, AVX-512) and conv_rows_amx (bf16, AMX tiles, gather into an L2-sized buffer): the same
+//   conv_rows_direct (fp32, AVX-512) and conv_rows_amx (bf16, AMX tiles, gather into an L2-sized buffer; runs of 16 active
+//               pixels of a stride-1 conv load their tiles straight from the input instead): the same
 //               without a GEMM call per chunk. All three can finish the active rows themselves (Finish: bias,
 //               residual, ReLU, written to the output while the results are in registers or cache); the epilogue
 //               then only writes skipped rows.
@@ -635,6 +636,7 @@ inline void configure() {
   _tile_loadconfig(&cfg);
 }
 
+bool direct_loads = true;  // set_amx_direct: off = every row gathered (for tests and A/B runs)
 constexpr int64_t MB = 32;                 // rows per tile block
 constexpr int64_t CHUNK_BYTES = 192 * 1024;  // gathered rows per pass over the weights, about this many bytes
 
@@ -687,20 +689,27 @@ void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor&
   const int64_t per_thread = ((n + 2 * threads - 1) / (2 * threads) + amx::MB - 1) / amx::MB * amx::MB;
   chunk = std::min(chunk, std::max<int64_t>(amx::MB, per_thread));
   const int64_t nchunks = (n + chunk - 1) / chunk;
+  const bool use_direct = amx::direct_loads && g.stride == 1 && 2 * g.pad == g.k - 1 && g.Ho == g.H && g.Wo == g.W;
   at::parallel_for(0, nchunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint16_t, std::allocator<uint16_t>> abuf_v(chunk * Kp + 32);
     uint16_t* abuf = abuf_v.data();
     alignas(64) float cbuf[2 * amx::MB * 32];
     amx::configure();
+    std::vector<const uint16_t*> ptab(chunk / 16 * KC);
+    std::vector<int64_t> stab(chunk / 16 * KC);
+    alignas(64) uint16_t ztile[16 * 32] = {};
     for (int64_t ch = begin; ch < end; ++ch) {
       const int64_t r0 = ch * chunk, m = std::min(chunk, n - r0);
       const int64_t mp = (m + amx::MB - 1) / amx::MB * amx::MB;
-      // gather (zero K padding and padding rows)
-      for (int64_t r = 0; r < mp; ++r) {
+      // gather (zero K padding and padding rows); a "direct" half block (16 rows of consecutive active pixels in one
+      // image row, their whole window inside the row: stride-1 same-size convs) is not gathered: its A tiles are
+      // loaded straight from x (row stride C), except K blocks that straddle kernel rows or hold K padding, which
+      // are gathered into the block's own rows of the buffer; taps above or below the image load a zero tile.
+      auto gather_row = [&](int64_t r) {
         uint16_t* dst = abuf + r * Kp;
         if (r >= m) {
           zero_bytes(dst, Kp * 2);
-          continue;
+          return;
         }
         const int64_t f = a[r0 + r];
         const int64_t b = f / (g.Ho * g.Wo), rem = f - b * (g.Ho * g.Wo), oh = rem / g.Wo, ow = rem - oh * g.Wo;
@@ -724,6 +733,53 @@ void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor&
           }
         }
         if (Kp > K) zero_bytes(dst + K, (Kp - K) * 2);
+      };
+      for (int64_t hh = 0; hh < mp / 16; ++hh) {
+        const int64_t rs = hh * 16;
+        const uint16_t** pt = ptab.data() + hh * KC;
+        int64_t* st = stab.data() + hh * KC;
+        int64_t b = 0, oh = 0, ow0 = 0;
+        bool direct = false;
+        if (use_direct && rs + 16 <= m && a[r0 + rs + 15] - a[r0 + rs] == 15) {
+          const int64_t f0 = a[r0 + rs];
+          b = f0 / (g.Ho * g.Wo);
+          const int64_t rem = f0 - b * (g.Ho * g.Wo);
+          oh = rem / g.Wo, ow0 = rem - oh * g.Wo;
+          direct = ow0 - g.pad >= 0 && ow0 + 15 + g.pad < g.W;
+        }
+        if (!direct) {
+          for (int64_t r = rs; r < rs + 16; ++r) gather_row(r);
+          for (int64_t kc = 0; kc < KC; ++kc) pt[kc] = abuf + rs * Kp + kc * 32, st[kc] = Kp * 2;
+          continue;
+        }
+        const int64_t taprow = g.k * g.C;
+        for (int64_t kc = 0; kc < KC; ++kc) {
+          const int64_t e0 = kc * 32, kh0 = e0 / taprow;
+          if (e0 + 32 <= K && (e0 + 31) / taprow == kh0) {
+            const int64_t ih = oh - g.pad + kh0;
+            if (ih < 0 || ih >= g.H) {
+              pt[kc] = ztile, st[kc] = 64;
+            } else {
+              pt[kc] = xp + ((b * g.H + ih) * g.W + ow0 - g.pad) * g.C + (e0 - kh0 * taprow), st[kc] = g.C * 2;
+            }
+            continue;
+          }
+          for (int64_t e = e0; e < e0 + 32;) {  // at most a few segments, each contiguous in x for every row
+            if (e >= K) {
+              for (int64_t i = 0; i < 16; ++i) zero_bytes(abuf + (rs + i) * Kp + e, (e0 + 32 - e) * 2);
+              break;
+            }
+            const int64_t kh = e / taprow, ih = oh - g.pad + kh;
+            const int64_t se = std::min(std::min(e0 + 32, (kh + 1) * taprow), K);
+            for (int64_t i = 0; i < 16; ++i) {
+              uint16_t* dst = abuf + (rs + i) * Kp + e;
+              if (ih < 0 || ih >= g.H) zero_bytes(dst, (se - e) * 2);
+              else copy_bytes(dst, xp + ((b * g.H + ih) * g.W + ow0 + i - g.pad) * g.C + (e - kh * taprow), (se - e) * 2);
+            }
+            e = se;
+          }
+          pt[kc] = abuf + rs * Kp + e0, st[kc] = Kp * 2;
+        }
       }
       // tiles: per pair of 16-column blocks, every 32-row block of the chunk (a lone last column block takes two
       // row blocks at a time: four independent accumulators either way). A block's results are finished while the
@@ -766,11 +822,15 @@ void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor&
         const uint16_t* b1 = b0 + KC * 512;
         const int64_t ncols = std::min<int64_t>(two ? 32 : 16, Cout - nb * 16);
         for (int64_t rb = 0; rb < mp; rb += amx::MB) {
-          const uint16_t* a0 = abuf + rb * Kp;
-          const uint16_t* a1 = a0 + 16 * Kp;
+          const uint16_t* const* a0 = ptab.data() + rb / 16 * KC;  // per K block: A tile address and row stride
+          const uint16_t* const* a1 = a0 + KC;
+          const int64_t* s0 = stab.data() + rb / 16 * KC;
+          const int64_t* s1 = s0 + KC;
           const bool pair_rows = !two && rb + amx::MB < mp;  // lone column block: rows rb.. and rb+32.. together
-          const uint16_t* a2 = a0 + 32 * Kp;
-          const uint16_t* a3 = a0 + 48 * Kp;
+          const uint16_t* const* a2 = pair_rows ? a0 + 2 * KC : a0;
+          const uint16_t* const* a3 = pair_rows ? a0 + 3 * KC : a0;
+          const int64_t* s2 = pair_rows ? s0 + 2 * KC : s0;
+          const int64_t* s3 = pair_rows ? s0 + 3 * KC : s0;
           // fetch the residual and output lines of the rows this block finishes while its tile products run
           for (int64_t r = rb, re = std::min(m, rb + (pair_rows ? 2 : 1) * amx::MB); r < re; ++r) {
             const int64_t off = static_cast<int64_t>(a[r0 + r]) * Cout + nb * 16;
@@ -785,18 +845,18 @@ void conv_rows_amx(const at::Tensor& x, const at::Tensor& act, const at::Tensor&
           _tile_zero(7);
           for (int64_t kc = 0; kc < KC; ++kc) {
             _tile_loadd(2, b0 + kc * 512, 64);
-            _tile_loadd(0, a0 + kc * 32, Kp * 2);
+            _tile_loadd(0, a0[kc], s0[kc]);
             _tile_dpbf16ps(4, 0, 2);
-            _tile_loadd(1, a1 + kc * 32, Kp * 2);
+            _tile_loadd(1, a1[kc], s1[kc]);
             _tile_dpbf16ps(6, 1, 2);
             if (two) {
               _tile_loadd(3, b1 + kc * 512, 64);
               _tile_dpbf16ps(5, 0, 3);
               _tile_dpbf16ps(7, 1, 3);
             } else if (pair_rows) {
-              _tile_loadd(0, a2 + kc * 32, Kp * 2);
+              _tile_loadd(0, a2[kc], s2[kc]);
               _tile_dpbf16ps(5, 0, 2);
-              _tile_loadd(1, a3 + kc * 32, Kp * 2);
+              _tile_loadd(1, a3[kc], s3[kc]);
               _tile_dpbf16ps(7, 1, 2);
             }
           }
@@ -838,6 +898,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512F__)
   m.def("amx_available", &amx_available, "whether this process may use AMX tiles (asks the kernel once)");
   m.def("pack_amx", &pack_amx, "bf16 (K, C_out) weights packed as AMX VNNI tiles for conv_rows_amx");
+  m.def("set_amx_direct", [](bool on) { amx::direct_loads = on; }, "conv_rows_amx: load runs of 16 active pixels straight from x (default on)");
   m.def("conv_rows_amx", &conv_rows_amx, "bf16 AMX conv of the active rows, gather fused, rows finished");
 #endif
   m.def("epilogue", &epilogue, "finished unit output: active rows, RBF fill band, BN shift, residual, ReLU");
