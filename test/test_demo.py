@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import dependency_missing
+
 try:
     import cv2
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -19,10 +21,7 @@ try:
     from anytime_perception.ros.demo import NAMESPACE, NODE_NAME, Pass, analyse
     from anytime_perception.ros.image_codec import labels_to_image
 except ImportError as error:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2, rosbags or the generated messages missing ({error}); run tools/setup-venv.sh",
-                allow_module_level=True)
+    dependency_missing(error, "ROS 2, rosbags or the generated messages")
 
 
 def test_demo_runs_records_checks_and_draws(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import dependency_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = {"seg.launch.py": "seg.yaml", "pose.launch.py": "pose.yaml"}
@@ -251,10 +252,8 @@ def test_parameter_files_are_ros_params_yaml(params):
 def test_parameter_files_load_with_rcl(params):
     try:
         import rclpy
-    except ImportError:  # pragma: no cover
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("rclpy missing")
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        dependency_missing(error, "rclpy")
     context = rclpy.Context()
     rclpy.init(context=context, args=["--ros-args", "--params-file", str(ROOT / "config" / params)])
     try:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import dependency_missing
+
 try:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -21,10 +23,7 @@ try:
     from anytime_perception.ros.bag import BagWriter, TopicRecorder, import_type, make_typestore, read_bag, type_name
     from anytime_perception.ros.player import FramePlayer
 except ImportError as error:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2, rosbags or the generated messages missing ({error}); run tools/setup-venv.sh",
-                allow_module_level=True)
+    dependency_missing(error, "ROS 2, rosbags or the generated messages")
 
 from anytime_perception.ros.image_codec import image_to_rgb, labels_to_image
 from anytime_perception.ros.resources import share_dir

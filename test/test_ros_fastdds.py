@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import dependency_missing
+
 try:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 except ImportError as error:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2 wheels missing ({error}); run tools/setup-venv.sh", allow_module_level=True)
+    dependency_missing(error, "ROS 2 wheels")
 
 from anytime_perception.ros import fastdds
 

@@ -1,20 +1,19 @@
 """sensor_msgs/Image and CompressedImage <-> numpy (anytime_perception.ros.image_codec), every encoding and every
 bad input; CameraInfo scaling."""
-import os
 import struct
 import sys
 
 import numpy as np
 import pytest
 
+from conftest import dependency_missing
+
 try:
     import cv2
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from std_msgs.msg import Header
 except ImportError as error:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2 wheels or OpenCV missing ({error}); run tools/setup-venv.sh", allow_module_level=True)
+    dependency_missing(error, "ROS 2 wheels or OpenCV")
 
 from anytime_perception.ros import image_codec as codec
 from anytime_perception.ros.image_codec import ImageError

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import dependency_missing
+
 try:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -20,10 +22,7 @@ try:
     from anytime_perception.msg import (AnytimePose, AnytimeSegmentation, ClassLabel, Keypoint, LabelInfo,
                                         PriorityEvent)
 except ImportError as error:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2 or the generated messages missing ({error}); run tools/setup-venv.sh",
-                allow_module_level=True)
+    dependency_missing(error)
 
 from anytime_perception.ros.image_codec import confidence_to_image, image_to_array, labels_to_image
 

@@ -15,6 +15,8 @@ import uuid
 import numpy as np
 import pytest
 
+from conftest import dependency_missing
+
 try:
     import cv2
     import rclpy
@@ -36,10 +38,7 @@ try:
     from anytime_perception.ros.node import AnytimeNode, make_executor
     from anytime_perception.ros.testing import GatedModel
 except ImportError as error:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2 or the generated messages missing ({error}); run tools/setup-venv.sh",
-                allow_module_level=True)
+    dependency_missing(error)
 
 from anytime_perception.runtime import EndReason
 

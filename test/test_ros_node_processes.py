@@ -6,7 +6,6 @@ ends it with a clear message and status 1, never a traceback.
 The two scheduling checks rely only on a frame published right after another reaching the node before the first
 has run all of its exits (the model needs hundreds of milliseconds for that at the size used here); they assert
 what happened from the node's own accounting, not how long anything took."""
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import uuid
 
 import numpy as np
 import pytest
+
+from conftest import dependency_missing
 
 try:
     import rclpy
@@ -31,10 +32,7 @@ try:
     from anytime_perception.msg import AnytimeSegmentation, PriorityEvent
     from anytime_perception.ros.image_codec import array_to_image
 except ImportError as error:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2 or the generated messages missing ({error}); run tools/setup-venv.sh",
-                allow_module_level=True)
+    dependency_missing(error)
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 

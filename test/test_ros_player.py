@@ -1,6 +1,5 @@
 """anytime_player: frame sources (shipped clip, folder, video) and the node publishing them, in-process and as the
 console script in another process."""
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import dependency_missing
+
 try:
     import cv2
     import rclpy
@@ -20,9 +21,7 @@ try:
 
     from anytime_perception.ros.player import FramePlayer, FrameSource, SourceError
 except ImportError as error:  # pragma: no cover - depends on the environment
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2 wheels or OpenCV missing ({error}); run tools/setup-venv.sh", allow_module_level=True)
+    dependency_missing(error, "ROS 2 wheels or OpenCV")
 
 from anytime_perception.ros.image_codec import compressed_to_rgb, image_to_rgb
 from anytime_perception.ros.resources import clip_dir
