@@ -174,7 +174,7 @@ def test_every_exit_in_order_with_the_input_header_and_rviz_ready_outputs(harnes
     infos = {kind: h.subscribe(CameraInfo, f"{kind}/camera_info", qos=QoSProfile(depth=100)) for kind in SEG_IMAGES}
     info_pub = h.client.create_publisher(CameraInfo, "camera_info", RELIABLE)
     h.wait_matched()
-    wait_for(lambda: all(p.get_subscription_count() for p in h.perception.cameras[0].progressive.publishers()[1:]),
+    wait_for(lambda: all(p.get_subscription_count() for p in h.perception.cameras[0].sink.progressive.publishers()[1:]),
              what="the image outputs to see their subscribers")
     first = int(time.time())
     sent = [frame(40 + 20 * i, 120, 160, sec=first + i, frame_id=f"cam_{i}", encoding=enc)
@@ -240,7 +240,7 @@ def test_output_size_exit_publishes_masks_at_the_exit_resolution(harnesses):
     overlay = h.subscribe(Image, "overlay/image", qos=QoSProfile(depth=100))
     labels_info = h.subscribe(CameraInfo, "labels/camera_info", qos=QoSProfile(depth=100))
     h.wait_matched()
-    group = h.camera().progressive
+    group = h.camera().sink.progressive
     wait_for(lambda: group.images["overlay"][0].get_subscription_count() and
              group.images["labels"][1].get_subscription_count(), what="the image outputs to see their subscribers")
     h.publish(frame(80, 120, 160, sec=int(time.time())))
@@ -258,7 +258,7 @@ def test_pose_outputs_keypoints_markers_and_overlay(harnesses):
     markers = h.subscribe(MarkerArray, "pose_markers")
     overlay = h.subscribe(Image, "overlay/image", qos=QoSProfile(depth=10))
     h.wait_matched()
-    wait_for(lambda: h.camera().progressive.markers.get_subscription_count(), what="marker subscriber")
+    wait_for(lambda: h.camera().sink.progressive.markers.get_subscription_count(), what="marker subscriber")
     sent = frame(90, 96, 128)
     h.publish(sent)
     wait_for(lambda: h.results[""] and h.results[""][-1].is_final and len(overlay) == len(h.results[""]),
@@ -385,7 +385,7 @@ def test_priority_event_for_all_inputs_with_deadline_and_unknown_source(harnesse
         by_frame.setdefault(m.header.frame_id, set()).add((m.priority, m.deadline_ms))
     assert [by_frame[f"f{i}"] for i in range(3)] == [{(3, 250.0)}, {(3, 250.0)}, {(0, 0.0)}]
     h.events.publish(PriorityEvent(priority=3, reason="nobody", source="no_such_camera"))
-    wait_for(lambda: h.perception.events_ignored == 1, what="the unknown source to be counted")
+    wait_for(lambda: h.perception.intake.events_ignored == 1, what="the unknown source to be counted")
     wait_for(lambda: h.logs("unknown source 'no_such_camera'"), what="log line")
 
 
@@ -429,7 +429,7 @@ def test_action_streams_every_exit_as_feedback_and_returns_the_last(harnesses):
     assert {f.feedback.segmentation.priority for f in feedback} == {2}
     assert {f.feedback.segmentation.deadline_ms for f in feedback} == {0.0}
     assert h.results[""] == []                                      # goals do not go out on the topics
-    assert h.perception.goals_finished == {"succeeded": 1}
+    assert h.perception.action.finished == {"succeeded": 1}
 
 
 def test_action_cancel_preempts_the_computation(harnesses):
@@ -465,7 +465,7 @@ def test_a_higher_priority_goal_preempts_camera_frames_and_bad_goals_are_rejecte
     feedback = []
     _, handle = _send_goal(h, frame(60), priority=10, feedback=feedback)
     assert handle.accepted
-    wait_for(lambda: h.perception.action_counters.accepted == 1, what="goal submitted")
+    wait_for(lambda: h.perception.action.counters.accepted == 1, what="goal submitted")
     _, busy = _send_goal(h, frame(70))                               # max_concurrent_goals = 1
     assert not busy.accepted
     _, bad = _send_goal(h, Image(height=4, width=4, encoding="rgb8", step=12, data=b"\x00" * 5))
@@ -481,7 +481,7 @@ def test_a_higher_priority_goal_preempts_camera_frames_and_bad_goals_are_rejecte
     names = [name for _, name in model.log]
     assert names[:3] == ["module1", "exit1", "module2"] and names[3:11] == [s for k in range(1, 5)
                                                                            for s in (f"module{k}", f"exit{k}")]
-    assert h.perception.action_counters.rejected == {"busy": 1, "bad_length": 1}
+    assert h.perception.action.counters.rejected == {"busy": 1, "bad_length": 1}
     wait_for(lambda: h.logs("rejected frame") and h.logs("busy"), what="log line")
 
 
@@ -495,7 +495,7 @@ def test_frames_are_served_while_goals_are_in_flight_on_the_single_threaded_exec
     _, first = _send_goal(h, frame(60, frame_id="goal_a"), feedback=feedback["a"])
     _, second = _send_goal(h, frame(70, frame_id="goal_b"), feedback=feedback["b"])
     assert first.accepted and second.accepted
-    wait_for(lambda: h.perception.action_counters.accepted == 2, what="both goals submitted")
+    wait_for(lambda: h.perception.action.counters.accepted == 2, what="both goals submitted")
     model.allow(2)                                     # module1, exit1 of the first goal
     wait_for(lambda: len(feedback["a"]) == 1, what="first goal's exit 1")
     assert model.wait_blocked()                        # the worker holds the first goal before module2
@@ -508,14 +508,14 @@ def test_frames_are_served_while_goals_are_in_flight_on_the_single_threaded_exec
                                             (4, True, "last_exit")]
     results = [first.get_result_async(), second.get_result_async()]
     assert model.wait_blocked()                        # the goals are held at the gate again
-    assert not any(r.done() for r in results) and h.perception.goals_finished == {}
-    assert len(h.perception._goals) == 2
+    assert not any(r.done() for r in results) and h.perception.action.finished == {}
+    assert len(h.perception.action._goals) == 2
     model.open()
     for result in results:
         wait_for(result.done, what="goal result")
         assert result.result().status == GoalStatus.STATUS_SUCCEEDED
         assert result.result().result.exits_completed == 4
-    assert h.perception.goals_finished == {"succeeded": 2}
+    assert h.perception.action.finished == {"succeeded": 2}
     assert h.perception.executor.stats().sources["action_0"].suspensions == 1
 
 
@@ -524,7 +524,7 @@ def test_a_future_completed_on_another_thread_wakes_the_single_threaded_executor
     nothing else ever wakes the executor (without wake_on_done it would wait forever)."""
     from rclpy.task import Future
 
-    from anytime_perception.ros.node import wake_on_done
+    from anytime_perception.ros.perceive_action import wake_on_done
 
     node = rclpy.create_node("waker", namespace=f"/t_{uuid.uuid4().hex[:8]}", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
@@ -603,14 +603,14 @@ def test_a_frame_that_cannot_be_prepared_is_counted_logged_and_reported_at_once(
     model = GatedModel(gated=False)
     h = harnesses(model=model, params={"diagnostics_period_s": 3600.0})      # only the reports made here
     h.wait_matched()
-    prepare = h.perception._prepare
+    prepare = h.perception.intake.prepare
 
     def out_of_memory_for_frame_400(rgb, frame_header, *args, **kwargs):
         if frame_header.stamp.sec == 400:
             raise MemoryError("cannot allocate 3.2 GB")
         return prepare(rgb, frame_header, *args, **kwargs)
 
-    monkeypatch.setattr(h.perception, "_prepare", out_of_memory_for_frame_400)
+    monkeypatch.setattr(h.perception.intake, "prepare", out_of_memory_for_frame_400)
     counters = h.camera().counters
     h.publish(frame(50, sec=400))
     wait_for(lambda: counters.rejected == {"prepare_failed": 1}, what="the failure counted")
@@ -639,7 +639,7 @@ def test_cancel_of_an_accepted_goal_that_has_not_started_is_accepted(harnesses):
     class NotStarted:
         goal_id = UUID(uuid=list(range(16)))
 
-    assert h.perception._on_cancel(NotStarted()) == CancelResponse.ACCEPT
+    assert h.perception.action.on_cancel(NotStarted()) == CancelResponse.ACCEPT
 
 
 def test_load_model_picks_the_execution_and_refuses_devices_it_cannot_use():
@@ -647,9 +647,9 @@ def test_load_model_picks_the_execution_and_refuses_devices_it_cannot_use():
     from anytime_perception.ros.weights import ModelLoadError, load_model
 
     sparse = load_model("adpc_hrnet_w18s_seg", "", "cpu", (64, 128), "sparse")
-    assert isinstance(sparse.model.executor, SparseExecution)
+    assert isinstance(sparse.model.execution, SparseExecution)
     emulated = load_model("adpc_hrnet_w18s_seg", "", "cpu", (64, 128), "emulate")
-    assert type(emulated.model.executor).__name__ == "EmulatedExecution"
+    assert type(emulated.model.execution).__name__ == "EmulatedExecution"
     import torch
 
     if not torch.cuda.is_available():
@@ -755,7 +755,7 @@ def test_qos_override_parameter_changes_the_image_subscription(ros_context):
     try:
         (sub,) = [s for s in node.get_subscriptions_info_by_topic(f"{namespace}/image")]
         assert sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
-        overlay = node.perception.cameras[0].progressive.images["overlay"][0]
+        overlay = node.perception.cameras[0].sink.progressive.images["overlay"][0]
         assert overlay.qos_profile.depth == 1 and overlay.qos_profile.reliability == ReliabilityPolicy.RELIABLE
     finally:
         node.destroy_node()
@@ -820,7 +820,7 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_frees_on_clean
 
     # configured again: fresh goal slots and counters (no negative deltas in the first report), serving again
     assert node.trigger_configure() == Transition.SUCCESS and node.trigger_activate() == Transition.SUCCESS
-    assert len(h.perception._free_slots) == h.perception.settings.max_concurrent_goals
+    assert len(h.perception.action._free_slots) == h.perception.settings.max_concurrent_goals
     h.wait_matched()
     h.publish(frame(50, sec=502))
     wait_for(lambda: exits_of(h.results[""], 502) and exits_of(h.results[""], 502)[-1][1], what="a frame again")

@@ -3,7 +3,8 @@
 
 One status for the runtime (model, weights, device, policies, steps, preemptions, scheduler and output overhead),
 one per input (each camera, and the ``perceive`` action as one input) with: frames received / accepted /
-rejected by reason / lost (DDS message-lost events); jobs completed / preempted / dropped and ended by reason;
+rejected by reason / lost (gaps in the publishers' sequence numbers: overwritten in the subscription queue or lost
+in transport, so that published = received + lost; the DDS message-lost events beside) / bad stamps; jobs completed / preempted / dropped and ended by reason;
 exits delivered per exit; deadline hit rates; stamp-to-result latency percentiles per exit. Levels: ERROR when
 jobs failed (the model raised) since the last report, WARN when frames were rejected or lost since the last report,
 OK otherwise; the message says why.
@@ -11,7 +12,7 @@ OK otherwise; the message says why.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -29,12 +30,20 @@ class InputCounters:
     received: int = 0                 # messages the subscriptions delivered (raw + compressed), or goals received
     accepted: int = 0                 # submitted to the runtime
     rejected: dict[str, int] = field(default_factory=dict)   # reason -> count (never submitted)
-    lost: int = 0                     # DDS message-lost events (messages that never reached the callback)
+    lost_in_queue: int = 0            # gaps in the publishers' sequence numbers: sent, never delivered
+    lost_dds_events: int = 0          # DDS message-lost events (a subset of the gaps when sequence numbers exist)
+    sequence_numbers: bool = False    # the publishers' sequence numbers are available (then lost = the gaps)
     unstamped: int = 0                # frames with header.stamp 0 (stamped on arrival instead)
+    bad_stamp: int = 0                # frames stamped further than max_stamp_skew_s from the node clock
     events: int = 0                   # priority events received for this input
     event_frames: int = 0             # frames that ran under a priority event
     published: dict[int, int] = field(default_factory=dict)  # exit index -> results published
     output_errors: int = 0            # results that could not be turned into messages (logged)
+
+    @property
+    def lost(self) -> int:
+        """Messages sent to this input that it never received: published = received + lost."""
+        return self.lost_in_queue if self.sequence_numbers else self.lost_dds_events
 
     @property
     def rejected_total(self) -> int:
@@ -44,8 +53,7 @@ class InputCounters:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def copy(self) -> InputCounters:
-        return InputCounters(self.received, self.accepted, dict(self.rejected), self.lost, self.unstamped,
-                             self.events, self.event_frames, dict(self.published), self.output_errors)
+        return replace(self, rejected=dict(self.rejected), published=dict(self.published))
 
 
 def _fmt(value: Any) -> str:
@@ -79,7 +87,10 @@ def input_values(stats: SourceStats, counters: InputCounters) -> dict[str, Any]:
     for reason, n in sorted(counters.rejected.items()):
         values[f"rejected.{reason}"] = n
     values["lost"] = counters.lost
+    values["lost.sequence_gaps"] = counters.lost_in_queue
+    values["lost.dds_events"] = counters.lost_dds_events
     values["unstamped"] = counters.unstamped
+    values["bad_stamp"] = counters.bad_stamp
     values.update({"jobs.completed": stats.completed, "jobs.preempted": stats.preempted,
                    "jobs.dropped": stats.dropped, "jobs.in_flight": stats.in_flight})
     for reason, n in sorted(stats.ended_by_reason.items()):
@@ -151,14 +162,59 @@ def runtime_status(name: str, hardware_id: str, info: Mapping[str, Any], stats, 
         values[f"exit_{index}.output_p90_ms"] = _ms(output_time[index], 0.9)
         values[f"exit_{index}.output_count"] = output_time[index].count
     level, message = OK, f"{stats.steps} model steps, {stats.preemptions} preemptions"
-    backlog = int(info.get("output_queue_depth", 0))
+    # the deepest backlog since the last report, not only at the report: a burst between reports counts
+    backlog = max(int(info.get("output_queue_depth", 0)), int(info.get("output_queue_peak_since_report", 0)))
     if backlog > OUTPUT_BACKLOG_WARN:
         # each queued exit holds its tensors and its frame: publishing falls behind the model
         level = WARN
-        message = f"{backlog} exits waiting for publication (output thread behind the model); {message}"
+        message = f"up to {backlog} exits waited for publication (output thread behind the model); {message}"
     return DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id,
                             values=_kv(values))
 
 
 def diagnostic_array(header, statuses: Iterable[DiagnosticStatus]) -> DiagnosticArray:
     return DiagnosticArray(header=header, status=list(statuses))
+
+
+class Reporter:
+    """Builds the node's reports: one runtime status, one status per camera and one for the ``perceive`` action;
+    input levels compare with the previous report (WARN for rejections, losses or output errors since then, ERROR
+    for jobs that failed since then)."""
+
+    def __init__(self, node_name: str, action_source: str):
+        self.node_name = node_name
+        self.action_source = action_source     # the action's runtime sources are <action_source>_<i>
+        self._previous: dict[str, InputCounters] = {}
+        self._failed_reported: dict[str, int] = {}
+
+    def reset(self) -> None:
+        """Report from zero again (a lifecycle re-configure makes fresh counters)."""
+        self._previous, self._failed_reported = {}, {}
+
+    def source_stats(self, stats, cameras, action_counters: InputCounters) -> dict[str, tuple[SourceStats,
+                                                                                            InputCounters]]:
+        """Runtime stats and node counters per input: camera names ("" for the unnamed one) and "action" (its
+        runtime sources ``action_<i>`` merged)."""
+        result = {c.name: (stats.sources.get(c.source, SourceStats()), c.counters) for c in cameras}
+        action = SourceStats()
+        for name, source in stats.sources.items():
+            if name.startswith(self.action_source + "_"):
+                action.merge(source)
+        result[self.action_source] = (action, action_counters)
+        return result
+
+    def report(self, header, hardware_id: str, info: Mapping[str, Any], stats, cameras, action,
+               output_time: Mapping[int, Histogram], input_time: Histogram) -> DiagnosticArray:
+        statuses = [runtime_status(f"{self.node_name}: runtime", hardware_id, info, stats, dict(output_time),
+                                   input_time)]
+        for name, (source, counters) in self.source_stats(stats, cameras, action.counters).items():
+            label = "action perceive" if name == self.action_source else f"camera {name}" if name else "input image"
+            snapshot = counters.copy()
+            status = input_status(f"{self.node_name}: {label}", hardware_id, source, snapshot,
+                                  self._previous.get(name), self._failed_reported.get(name, 0))
+            if name == self.action_source:
+                status.values += [KeyValue(key=f"goals.{k}", value=str(v)) for k, v in sorted(action.finished.items())]
+            statuses.append(status)
+            self._previous[name] = snapshot
+            self._failed_reported[name] = source.ended_by_reason.get("failed", 0)
+        return diagnostic_array(header, statuses)

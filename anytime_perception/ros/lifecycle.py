@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from .node import AnytimePerception, ConfigurationError
+from .node import AnytimePerception
+from .node_parameters import ConfigurationError
 
 
 class AnytimeLifecycleNode(LifecycleNode):

@@ -1,4 +1,5 @@
-"""From one exit of one frame to the node's output messages (no publishing here; the node decides where they go).
+"""From one exit of one frame to the node's output messages (no publishing here: the task's output builder in
+:mod:`.task_outputs` and the frame's sink in :mod:`.publishing` decide where they go).
 
 Every output carries the input frame's header unchanged. Segmentation masks (labels, confidence, computed
 positions) are at the model's output resolution (1/4 of the model's input size, covering the whole input frame);
@@ -40,9 +41,8 @@ class FrameInfo:
     width: int                # the input frame's size
     height: int
     rgb: np.ndarray | None    # uint8 RGB for overlays: the input frame (output_size 'input') or the model's input
-    camera: object = None     # the node's CameraInput, None for action goals
-    goal: object = None       # the node's goal state for action goals
-    stamped: bool = True      # False: the header had no stamp, `stamp` is the arrival time
+    stamped: bool = True      # False: the header had no usable stamp, `stamp` is the arrival time
+    sink: Any = None          # where its exits and its end go: a camera's publishers or an action goal
 
 
 # ----- label maps -----------------------------------------------------------------------------------------------

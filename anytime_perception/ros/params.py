@@ -57,10 +57,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "shipped clip so that masks and compute are realistic while labels are MEANINGLESS; '' = the "
               "network's initialisation (near-uniform outputs)", read_only=True),
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
-    ParamSpec("execution", "sparse", "how masked convolutions run: 'sparse' computes only the pixels not yet "
-              "confident (real savings; C++ kernels on CPU, PyTorch gather/scatter ops elsewhere), 'emulate' "
-              "computes every pixel and masks, as the authors' code does (same outputs)", read_only=True,
-              choices=("sparse", "emulate")),
+    ParamSpec("execution", "auto", "how masked convolutions run: 'auto' = the fastest measured backend for the "
+              "device (today 'sparse' with its C++ extension on the CPU when it loads, else 'emulate'; 'emulate' on "
+              "CUDA); 'sparse' computes only the pixels not yet confident (C++ kernels on CPU, PyTorch gather/"
+              "scatter ops elsewhere); 'emulate' computes every pixel and masks, as the authors' code does (same "
+              "outputs); the backend that runs is logged and in /diagnostics", read_only=True,
+              choices=("auto", "sparse", "emulate")),
     ParamSpec("input_height", 0, "frames are resized to input_height x input_width for the model (outputs cover "
               "the same field of view); 0 = each frame's own size", read_only=True, range=(0, 8192)),
     ParamSpec("input_width", 0, "see input_height; both 0 or both set", read_only=True, range=(0, 8192)),
@@ -95,6 +97,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # --- input ---
     ParamSpec("subscribe_compressed", False, "also accept sensor_msgs/CompressedImage (JPEG, PNG) on "
               "image/compressed (use it instead of, not next to, a raw image publisher)", read_only=True),
+    ParamSpec("max_stamp_skew_s", 10.0, "frames whose header.stamp is further than this from the node clock "
+              "are counted (bad_stamp), warned about once, and timed from their arrival instead (deadlines, "
+              "latencies); 0 = trust every stamp", range=(0.0, 1e9)),
     ParamSpec("max_image_pixels", 16_777_216, "input frames with more pixels are rejected (counted and logged)",
               range=(1, 1 << 28)),
     # --- outputs ---

@@ -1,15 +1,14 @@
-"""Where the package's installed files are: share/anytime_perception (launch, config, rviz) and the shipped clip."""
+"""Where the package's installed files are: share/anytime_perception (launch, config, rviz); the shipped clip is
+:func:`anytime_perception.data.frames.clip_dir`, re-exported here."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from ..data.frames import CLIP_NAME, CLIP_RATE_HZ, clip_dir  # noqa: F401  (the clip lives with the frame sources)
+
 PACKAGE = "anytime_perception"
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]   # the checkout, when running from the source tree
-
-#: The shipped demo clip (30 JPEG frames of OpenCV's vtest.avi, 768x576, 10 fps; see its README.md).
-CLIP_NAME = "vtest"
-CLIP_RATE_HZ = 10.0
 
 
 def share_dir() -> Path:
@@ -39,12 +38,4 @@ def config_file(name: str) -> Path:
     path = share_dir() / "config" / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    return path
-
-
-def clip_dir(name: str = CLIP_NAME) -> Path:
-    """The folder of a shipped clip (package data, installed with the Python package)."""
-    path = Path(__file__).resolve().parents[1] / "assets" / name
-    if not path.is_dir():
-        raise FileNotFoundError(f"no shipped clip {name!r} at {path}")
     return path

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from ..data.preprocess import clip_batch
 from .params import CALIBRATED_UNTRAINED
 
 CALIBRATION_FRAMES = 4     # frames of the shipped clip the untrained weights are calibrated on
 CALIBRATION_SEED = 0
+WARMUP_FRAMES = 2          # frames of the shipped clip run before the node serves
 
 
 class ModelLoadError(RuntimeError):
@@ -37,48 +37,16 @@ class LoadedModel:
     weights: str                  # what the weights are, in words (logged, in /diagnostics and label_info)
     untrained: bool               # True unless a checkpoint file was loaded
     seconds: float                # time it took to build
-
-
-def normalizer(model) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, offset) per channel so that ``pixel * scale - offset`` is the model's normalised input."""
-    spec = model.config.task_spec
-    std = np.asarray(spec.std, np.float32)
-    mean = np.asarray(spec.mean, np.float32)
-    return 1.0 / (255.0 * std), mean / std
-
-
-def normalise(rgb: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ``pixel * scale - offset`` per channel, with OpenCV's vectorised
-    kernels (1 ms for 512x1024 on one core, 4-18 ms with a permuted torch conversion)."""
-    import cv2
-
-    out = np.empty((3,) + rgb.shape[:2], np.float32)
-    for c, plane in enumerate(cv2.split(rgb)):
-        cv2.addWeighted(plane, float(scale[c]), plane, 0.0, -float(offset[c]), dst=out[c], dtype=cv2.CV_32F)
-    return out
-
-
-def clip_batch(size: tuple[int, int], count: int, model):
-    """``count`` frames of the shipped clip (spread over it) resized to ``size`` and normalised for ``model``:
-    (count, 3, H, W)."""
-    import cv2
-    import torch
-
-    from .player import FrameSource
-
-    source = FrameSource()
-    frames = list(source.frames())
-    source.close()
-    picks = [frames[round(i * (len(frames) - 1) / max(count - 1, 1))] for i in range(count)]
-    scale, offset = normalizer(model)
-    return torch.stack([torch.from_numpy(normalise(cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA),
-                                                   scale, offset)) for rgb in picks])
+    execution: str = "emulate"    # the execution that runs ("sparse" or "emulate"), whatever was asked
+    execution_reason: str = ""    # why, in words (logged and in /diagnostics)
+    execution_warning: str = ""   # set when what runs is known to be slow (logged as a warning)
 
 
 def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, int] | None,
-               execution: str = "emulate") -> LoadedModel:
+               execution: str = "auto") -> LoadedModel:
     """Build model ``name`` with the weights ``checkpoint`` says (module docstring) on ``device``, its masked
-    convolutions run by ``execution`` ("emulate" or "sparse"). ``input_size`` (H, W) is the size frames are resized
+    convolutions run by ``execution`` ("auto", "emulate" or "sparse"; see
+    :func:`anytime_perception.models.execution.resolve_execution`). ``input_size`` (H, W) is the size frames are resized
     to (the calibration size); None = the shipped clip's. Raises ModelLoadError with a message fit for a log line."""
     import torch
 
@@ -99,6 +67,17 @@ def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, i
         raise ModelLoadError(f"device {device!r} requested but PyTorch sees {torch.cuda.device_count()} CUDA "
                              f"device(s) (0..{torch.cuda.device_count() - 1})")
 
+    from ..models.execution import resolve_execution
+    from ..models.sparse import extension
+
+    try:
+        execution, execution_reason = resolve_execution(execution, torch_device)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    execution_warning = ""
+    if execution == "sparse" and (torch_device.type != "cpu" or extension() is None):
+        execution_warning = (f"execution 'sparse' {execution_reason}; reinstall the package where a C++ compiler "
+                             "is available (pip install .) or use execution:=auto")
     checkpoint = checkpoint.strip()
     untrained = True
     if checkpoint == CALIBRATED_UNTRAINED:
@@ -139,4 +118,25 @@ def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, i
         model = model.to(torch_device).eval()
     except RuntimeError as error:       # out of device memory, a device that fails to initialise
         raise ModelLoadError(f"cannot move {name} to {device!r}: {error}") from None
-    return LoadedModel(model, model.config.task, weights, untrained, time.perf_counter() - started)
+    return LoadedModel(model, model.config.task, weights, untrained, time.perf_counter() - started, execution,
+                       execution_reason, execution_warning)
+
+
+def warm_up(model, size: tuple[int, int] | None, device: str, log=None):
+    """Run WARMUP_FRAMES frames of the shipped clip through a throw-away runtime at the model's input size, so
+    that the first real frame does not pay for one-off work (the FLOPs table the latency model reads, PyTorch's
+    first calls) and the latency model starts with measured step times. Returns that latency model."""
+    from ..models import AnytimeHRNet
+    from ..runtime import AnytimeExecutor, Job, LatencyModel
+
+    latency = LatencyModel()
+    if size is None or not isinstance(model, AnytimeHRNet):
+        return latency        # the size is known only when frames arrive: the first frame warms up
+    began = time.perf_counter()
+    warm = AnytimeExecutor(model, latency_model=latency, name="warm-up")
+    for image in clip_batch(size, WARMUP_FRAMES, model):
+        warm.submit(Job(image.to(device), stamp=0.0))
+        warm.run_until_idle()
+    if log is not None:
+        log.info(f"warmed up on {WARMUP_FRAMES} frames in {time.perf_counter() - began:.1f} s")
+    return latency
