@@ -14,12 +14,14 @@ import cv2
 import numpy as np
 
 from ..models.configs import IMAGENET_MEAN, IMAGENET_STD
+from .preprocess import normalise, resize_to
 
 # HRNet-pose convention: a person box's `scale` is its side in units of this many pixels.
 PIXELS_PER_SCALE_UNIT = 200.0
 
-_MEAN_RGB = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-_STD_RGB = np.asarray(IMAGENET_STD, dtype=np.float32)
+# `pixel * scale - offset` per RGB channel is (pixel / 255 - mean) / std.
+_SCALE_RGB = 1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float32))
+_OFFSET_RGB = np.asarray(IMAGENET_MEAN, dtype=np.float32) / np.asarray(IMAGENET_STD, dtype=np.float32)
 
 
 # ----- reading ------------------------------------------------------------------------------------------------------
@@ -45,12 +47,9 @@ def read_label(path: Path) -> np.ndarray:
 
 
 def normalize(image_bgr: np.ndarray) -> np.ndarray:
-    """BGR uint8 (H, W, 3) -> RGB float32 (3, H, W), /255 then ImageNet mean/std, as the authors' input transform."""
-    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
-    rgb *= 1.0 / 255.0
-    rgb -= _MEAN_RGB
-    rgb /= _STD_RGB
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    """BGR uint8 (H, W, 3) -> RGB float32 (3, H, W), /255 then ImageNet mean/std, as the authors' input transform
+    (the node's normalisation, preprocess.normalise)."""
+    return normalise(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), _SCALE_RGB, _OFFSET_RGB)
 
 
 # ----- segmentation -------------------------------------------------------------------------------------------------
@@ -108,9 +107,10 @@ def seg_train_sample(image_bgr: np.ndarray, label: np.ndarray, rng: np.random.Ge
 
 
 def seg_eval_image(image_bgr: np.ndarray, input_size: tuple[int, int] | None) -> np.ndarray:
-    """The un-augmented evaluation input: the whole image, resized (bilinear) to `input_size` (H, W) if given."""
-    if input_size is not None and tuple(image_bgr.shape[:2]) != tuple(input_size):
-        image_bgr = cv2.resize(image_bgr, (int(input_size[1]), int(input_size[0])), interpolation=cv2.INTER_LINEAR)
+    """The un-augmented evaluation input: the whole image, or resized to `input_size` (H, W) as the node resizes
+    camera frames (preprocess.resize_to), so evaluation scores what the node would see."""
+    if input_size is not None:
+        image_bgr = resize_to(image_bgr, (int(input_size[0]), int(input_size[1])))
     return normalize(image_bgr)
 
 
