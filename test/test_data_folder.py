@@ -81,7 +81,7 @@ def test_folder_classes_options_and_splits(tmp_path):
     del classes["colors"]
     root = write_seg_folder(tmp_path / "data", classes=classes, splits={"train": ["a", "c.png"], "val": ["b"]})
     ds = build_dataset("folder", root, "train", train=True)
-    torch.testing.assert_close(ds.class_weights, torch.tensor([0.5, 1.0, 2.0]))
+    assert torch.equal(ds.class_weights, torch.tensor([0.5, 1.0, 2.0]))
     assert ds.base_size == 64 and ds.names == ["a", "c"] and len(ds.colors) == 3
     assert ds.crop_size == (512, 512)
     assert build_dataset("folder", root, "val", train=False).names == ["b"]
@@ -245,7 +245,7 @@ def test_augmentation_depends_only_on_seed_epoch_index(tmp_path):
     first = [ds[i]["image"] for i in range(3)]
     again = build_dataset("folder", root, "train", train=True, crop_size=(24, 24), seed=3)
     for i in (2, 0, 1):  # order does not matter
-        torch.testing.assert_close(again[i]["image"], first[i], rtol=0, atol=0)
+        assert torch.equal(again[i]["image"], first[i])
     ds.set_epoch(1)
     assert ds.epoch == 1
     assert any(not torch.equal(ds[i]["image"], first[i]) for i in range(3))
@@ -268,14 +268,15 @@ def test_dataloader_workers_match_direct_indexing(tmp_path):
         labels = torch.cat([b["label"] for b in batches])
         assert images.shape == (6, 3, 24, 24) and labels.shape == (6, 24, 24)
         for i in range(6):
-            torch.testing.assert_close(images[i], ds[i]["image"], rtol=0, atol=0)
-            torch.testing.assert_close(labels[i], ds[i]["label"], rtol=0, atol=0)
+            assert torch.equal(images[i], ds[i]["image"])
+            assert torch.equal(labels[i], ds[i]["label"])
 
 
 def test_collate_pose_batch_keeps_meta_list(tmp_path):
     root = write_pose_folder(tmp_path / "p", {"img": [person(40, 20), person(60, 30)]})
     ds = build_dataset("folder_pose", root, "train", train=True)
     batch = collate([ds[0], ds[1]])
+    assert torch.equal(collate([ds[1], ds[0]])["target"][0], batch["target"][1])
     assert batch["image"].shape == (2, 3, 256, 256) and batch["target"].shape == (2, 16, 64, 64)
     assert batch["target_weight"].shape == (2, 16, 1)
     assert [m["name"] for m in batch["meta"]] == ["img/0", "img/1"]

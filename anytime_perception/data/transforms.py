@@ -220,17 +220,14 @@ def pose_sample(image_bgr: np.ndarray, joints: np.ndarray, center, scale, rng: n
         flip = bool(rng.random() < flip_prob)
 
     joints = np.asarray(joints, dtype=np.float64)
-    matrix = crop_affine(center, scale, rotation, image_size)
     if flip:
         width = image_bgr.shape[1]
         joints = flip_joints(joints, width, flip_pairs)
         center = np.array([width - 1 - center[0], center[1]])
-        matrix = crop_affine(center, scale, rotation, image_size)
-        # Mirroring folded into the warp: one resampling pass instead of copying a flipped image.
-        mirror = np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-        warp = matrix @ mirror
-    else:
-        warp = matrix
+    matrix = crop_affine(center, scale, rotation, image_size)
+    warp = matrix
+    if flip:  # the mirroring folded into the warp: one resampling pass, no flipped copy of the image
+        warp = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     crop = cv2.warpAffine(image_bgr, warp, (int(image_size[1]), int(image_size[0])), flags=cv2.INTER_LINEAR)
     crop_xy = apply_affine(joints[:, :2], matrix)
     target, target_weight = gaussian_targets(crop_xy, joints[:, 2], image_size, heatmap_size, sigma)
