@@ -7,7 +7,6 @@ Label ids become the 19 training ids through cityscapesscripts' own table (every
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
