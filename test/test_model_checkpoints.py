@@ -186,3 +186,22 @@ def test_missing_and_unexpected_keys(tmp_path, adpc):
     torch.save(authors_layout(adpc), seg)
     with pytest.raises(CheckpointError, match="no place in the model"):
         create_model("adpc_hrnet_w32_pose", checkpoint=seg)
+
+
+def test_non_finite_values_are_refused_before_touching_weights(tmp_path, adpc):
+    state = authors_layout(adpc)
+    state["model.stage2.0.branches.0.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    state["model.exit1.2.running_var"][3] = float("inf")
+    state["loss.criterion.weight"][0] = float("nan")  # dropped by rule: never loaded, so not a reason to refuse
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    model = create_model("adpc_hrnet_w18s_seg")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"diverged\.pth: 2 tensor\(s\) hold NaN or infinite values.*"
+                                              r"exit1\.2\.running_var, stage2\.0\.branches\.0\.0\.conv1\.weight"):
+        load_checkpoint(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "a refused load changed weights"
+    state["model.stage2.0.branches.0.0.conv1.weight"][0, 0, 0, 0] = 0.0
+    state["model.exit1.2.running_var"][3] = 1.0
+    torch.save(state, path)
+    assert load_checkpoint(model, path).layout == "anytime"  # the same file with finite values loads

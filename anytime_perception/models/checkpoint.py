@@ -8,9 +8,9 @@ Layouts:
 - `imagenet`: HRNet-Image-Classification weights (bare keys; `incre_modules`, `downsamp_modules`, `final_layer`,
   `classifier` dropped): backbone only;
 - `native`: what `save_checkpoint` writes (bare keys of this package's models, with the model config).
-Each layout covers a known part of the model; everything in that part must be present with the right shape, and
-nothing unknown may be left over, or loading fails before any weight is touched, naming the file and the first
-offending keys. Parts a layout does not cover (e.g. the exits, when starting from an HRNet segmentation model)
+Each layout covers a known part of the model; everything in that part must be present with the right shape and
+finite values, and nothing unknown may be left over, or loading fails before any weight is touched, naming the
+file and the first offending keys. Parts a layout does not cover (e.g. the exits, when starting from an HRNet segmentation model)
 keep their initialisation and are reported in the returned `LoadReport` and the log.
 """
 from __future__ import annotations
@@ -153,7 +153,12 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> LoadReport:
                            for k in mismatched[:SHOW])
         raise CheckpointError(f"{path}: {len(mismatched)} shape mismatch(es) (wrong architecture or number of "
                               f"classes?): {detail}")
-    model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
+    loading = {k: v for k, v in state.items() if k in target}
+    non_finite = [k for k, v in loading.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise CheckpointError(f"{path}: {len(non_finite)} tensor(s) hold NaN or infinite values (diverged training "
+                              f"or a corrupted file?): {_first(non_finite)}")
+    model.load_state_dict(loading, strict=False)
 
     kept = sorted({k.split(".", 1)[0] for k in set(target) - covered})
     report = LoadReport(path=str(path), layout=layout, loaded=len(set(state) & set(target)), kept_initialised=kept,
