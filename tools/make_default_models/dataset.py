@@ -78,8 +78,9 @@ def main() -> int:
     (seg_root / "classes.yaml").write_text(CLASSES_YAML)
 
     splits = {"seg": {"train": [], "val": []}, "pose": {"train": [], "val": []}}
+    stat_splits = ("train", "val") + tuple(f"val_{clip.name}" for clip in CLIPS)
     stats = {split: {"frames": 0, "frames_without_people": 0, "people": 0, "pose_frames": 0, "pose_people": 0,
-                     "visible_joints": 0, "pixels": np.zeros(3, np.int64)} for split in ("train", "val")}
+                     "visible_joints": 0, "pixels": np.zeros(3, np.int64)} for split in stat_splits}
     for stem_name in all_stems():
         record_path = LABELS / f"{stem_name}.json"
         if not record_path.is_file():
@@ -90,11 +91,13 @@ def main() -> int:
         if label is None:
             raise SystemExit(f"cannot read {label_path}: rerun the label stage (--from label)")
         split = split_of(stem_name)
-        counts = stats[split]
-        counts["frames"] += 1
-        counts["frames_without_people"] += not record["people"]
-        counts["people"] += len(record["people"])
-        counts["pixels"] += [(label == 0).sum(), (label == 1).sum(), (label == IGNORE).sum()]
+        tallies = [stats[split]] + ([stats[f"val_{stem_name.rsplit('_', 1)[0]}"]] if split == "val" else [])
+        pixels = [(label == 0).sum(), (label == 1).sum(), (label == IGNORE).sum()]
+        for counts in tallies:
+            counts["frames"] += 1
+            counts["frames_without_people"] += not record["people"]
+            counts["people"] += len(record["people"])
+            counts["pixels"] += pixels
 
         place_image(stem_name, seg_root / "images", args.jpeg_quality)
         shutil.copyfile(label_path, seg_root / "labels" / f"{stem_name}.png")
@@ -106,9 +109,10 @@ def main() -> int:
             place_image(stem_name, pose_root / "images", args.jpeg_quality)
             write_json(pose_root / "poses" / f"{stem_name}.json", {"people": people})
             splits["pose"][split].append(stem_name)
-            counts["pose_frames"] += 1
-            counts["pose_people"] += len(people)
-            counts["visible_joints"] += sum(v for p in people for _, _, v in p["joints"])
+            for counts in tallies:
+                counts["pose_frames"] += 1
+                counts["pose_people"] += len(people)
+                counts["visible_joints"] += sum(v for p in people for _, _, v in p["joints"])
 
     for task, root in (("seg", seg_root), ("pose", pose_root)):
         for clip in CLIPS:

@@ -13,10 +13,12 @@ Label rule (labels/STEM.png, uint8; 0 background, 1 person, 255 ignore):
   whole frames without people are real negatives); 255 where 0.3 <= P < 0.7 (the teacher is unsure).
 - 255 on a thin band around each person: the pixels within BAND_PX of the P = 0.5 outline (the frame-rate video
   is blurry and JPEG-smeared there, and the crop's 256 px mask resampled into the frame is soft there).
-- 255 inside a cropped box BlazePose rejects although the detector is confident (score >= DISAGREE_SCORE, 0.5) or
-  BlazePose drew a person-sized skeleton there (rejected by the presence flag alone): a pedestrian half hidden by
-  vtest's sign scores 0.4 with presence 0.002. Boxes whose skeleton collapsed (cones, the sign) stay background:
-  they are the hard negatives. Person pixels (P >= 0.7) from other crops inside such a box stay 1.
+- 255 inside a cropped box BlazePose rejects where the teachers disagree: the detector is confident (score >=
+  DISAGREE_SCORE, 0.5), or BlazePose drew a person-sized skeleton there but a low presence (a pedestrian half
+  hidden by vtest's sign: score 0.4, presence 0.002, torso 0.20), or a high presence but a short torso between
+  COLLAPSED_TORSO (0.1) and TORSO_MIN (a man behind the sign in a group of three: presence 1.0, torso 0.177).
+  Boxes both lean against (torso < 0.1, or low presence and torso < TORSO_MIN: cones, rocks, the sign) stay
+  background: they are the hard negatives. Person pixels (P >= 0.7) from other crops inside such a box stay 1.
 - 255 inside each weak box (detector score in [0.1, CROP_SCORE)) that overlaps no cropped box (IoU <= 0.5): the
   detector half-sees something there that nobody checked (dark-clothed pedestrians beside the sign score 0.15-0.24).
 
@@ -49,6 +51,7 @@ CROP_ENLARGE = 1.35
 CROP_SCORE = 0.25
 PRESENCE_MIN = 0.5
 TORSO_MIN = 0.18
+COLLAPSED_TORSO = 0.1
 PERSON_P = 0.7
 BACKGROUND_P = 0.3
 BAND_PX = 1
@@ -219,7 +222,8 @@ def label_frame(frame_bgr: np.ndarray, boxes: list[list[float]], pose: BlazePose
     kernel = np.ones((2 * BAND_PX + 1, 2 * BAND_PX + 1), np.uint8)
     band = cv2.dilate(outline, kernel) != cv2.erode(outline, kernel)
     label[band] = IGNORE
-    unsure = [r["box"] for r in rejected if r["score"] >= DISAGREE_SCORE or r["torso"] >= TORSO_MIN]
+    unsure = [r["box"] for r in rejected if r["score"] >= DISAGREE_SCORE or r["torso"] >= TORSO_MIN
+              or (r["presence"] > PRESENCE_MIN and r["torso"] >= COLLAPSED_TORSO)]
     for box in unsure + [b[:4] for b in weak]:
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         region = label[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)]
