@@ -28,7 +28,7 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _sum_across_ranks(*tensors: Tensor) -> None:
+def sum_across_ranks(*tensors: Tensor) -> None:
     """In-place sum over all ranks (no-op without an initialised process group)."""
     if not _distributed():
         return
@@ -100,7 +100,7 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the counts of all ranks (no-op outside torch.distributed); call once, before reading results."""
-        _sum_across_ranks(self.matrix)
+        sum_across_ranks(self.matrix)
 
 
 # ----- pose ---------------------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ class PCKhAccumulator:
 
     def all_reduce(self) -> None:
         """Sum the counts of all ranks (no-op outside torch.distributed)."""
-        _sum_across_ranks(self.hits, self.counts)
+        sum_across_ranks(self.hits, self.counts)
 
 
 # ----- pose flip test (the HRNet pose code's protocol) ----------------------------------------------------------------
@@ -252,4 +252,4 @@ class ExitCostMeter:
 
     def all_reduce(self) -> None:
         """Sum over all ranks (no-op outside torch.distributed)."""
-        _sum_across_ranks(self.gflops, self.fraction, self.images)
+        sum_across_ranks(self.gflops, self.fraction, self.images)
