@@ -876,3 +876,89 @@ def test_readme_parameter_table_is_current():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert markdown_table() in readme, "README's parameter table differs from params.markdown_table()"
+
+
+# ----- every frame accounted for (issue 10) -----------------------------------------------------------------------
+def test_every_accepted_frame_ends_with_one_frame_end_whatever_ended_it(harnesses):
+    from anytime_perception.msg import FrameEnd
+
+    model = GatedModel()
+    h = harnesses(model=model)
+    ends = h.subscribe(FrameEnd, "frame_end")
+    h.wait_matched()
+    h.publish(frame(10, sec=100))
+    assert model.wait_blocked()
+    model.allow(2)                                     # module1, exit1 of frame 100
+    wait_for(lambda: len(h.results[""]) == 1, what="exit 1")
+    assert model.wait_blocked()                        # before module2 of frame 100
+    h.publish(frame(20, sec=101))                      # preempts frame 100 between its exits ...
+    h.wait_accepted(2)
+    h.publish(frame(30, sec=102))                      # ... and is superseded by 102 before it starts
+    h.wait_accepted(3)
+    model.open()
+    wait_for(lambda: len(ends) == 3, what="three frame_end messages")
+    by_stamp = {m.header.stamp.sec: (m.exits_delivered, m.stop_reason, m.num_exits) for m in ends}
+    assert by_stamp == {100: (1, "preempted", 4), 101: (0, "superseded", 4), 102: (4, "last_exit", 4)}
+    # after the frame's last exit message, which says is_final itself where that is known then
+    assert exits_of(h.results[""], 102)[-1] == (4, True, "last_exit")
+    assert exits_of(h.results[""], 100) == [(1, False, "none")]
+    numbers = {m.header.stamp.sec: m.frame_number for m in h.results[""]}
+    assert all(numbers[m.header.stamp.sec] == m.frame_number for m in ends if m.header.stamp.sec in numbers)
+    assert ends[-1].header == h.results[""][-1].header
+
+
+def test_frames_with_stamps_far_from_the_node_clock_are_counted_warned_once_and_timed_from_arrival(harnesses):
+    model = GatedModel(gated=False)
+    h = harnesses(model=model, params={"deadline_ms": 5000.0, "max_stamp_skew_s": 10.0})
+    h.wait_matched()
+    for sec in (1, -5, 2**31 - 1):                     # 1970, before 1970, 2038
+        h.publish(frame(50, sec=sec))
+    wait_for(lambda: sum(m.is_final for m in h.results[""]) == 3, what="the three frames")
+    # all ran every exit within their deadline, measured from arrival (from their stamps they would have expired)
+    assert [m.stop_reason for m in h.results[""] if m.is_final] == ["last_exit"] * 3
+    assert {m.header.stamp.sec for m in h.results[""]} == {1, -5, 2**31 - 1}    # published unchanged
+    assert h.camera().counters.bad_stamp == 3 and h.camera().counters.unstamped == 0
+    values = _diagnostic_values(h)
+    assert values["bad_stamp"] == "3" and float(values["exit_4.latency_p99_ms"]) < 60_000
+    wait_for(lambda: h.logs("max_stamp_skew_s"), what="the warning")
+    assert len(h.logs("max_stamp_skew_s")) == 1                                   # once
+    h.publish(frame(50))                                                          # a good stamp: its own time
+    wait_for(lambda: sum(m.is_final for m in h.results[""]) == 4, what="a well stamped frame")
+    assert h.camera().counters.bad_stamp == 3
+
+
+def test_refusals_by_rclpy_itself_are_logged_by_the_node(harnesses):
+    h = harnesses(model=GatedModel(gated=False))
+    for parameter in (Parameter("model", value="adpc_hrnet_w48_seg"),          # read-only
+                      Parameter("overlay_alpha", value=1.5),                   # out of range
+                      Parameter("priority", value="high")):                    # wrong type
+        (result,) = h.node.set_parameters([parameter])
+        assert not result.successful
+    wait_for(lambda: len(h.logs("rejected parameter change")) == 3, what="three log lines")
+    lines = h.logs("rejected parameter change")
+    assert "read-only" in lines[0] and "1.5" in lines[1] and "type" in lines[2]
+
+
+def test_lost_frames_are_the_gaps_in_each_publishers_sequence_numbers():
+    from anytime_perception.ros.intake import PublisherSequences
+
+    sequences = PublisherSequences()
+    a, b = {"data": b"a" * 16}, {"data": b"b" * 16}
+    gaps = [sequences.gap({"publication_sequence_number": n, "publisher_gid": gid})
+            for n, gid in ((5, a), (6, a), (9, a), (1, b), (10, a), (4, b))]
+    assert gaps == [0, 0, 2, 0, 0, 2] and sequences.available      # counting starts at each publisher's first
+    unsupported = PublisherSequences()
+    assert unsupported.gap({"publication_sequence_number": 2**64 - 1, "publisher_gid": a}) == 0
+    assert unsupported.gap(None) == 0 and not unsupported.available
+
+
+def test_an_output_backlog_between_reports_makes_the_runtime_status_warn():
+    from anytime_perception.ros import diagnostics
+    from anytime_perception.runtime.stats import RuntimeStats
+
+    info = {"output_queue_depth": 0, "output_queue_peak_since_report": diagnostics.OUTPUT_BACKLOG_WARN + 13}
+    status = diagnostics.runtime_status("node: runtime", "hw", info, RuntimeStats(), {})
+    assert status.level == diag_level("WARN") and "29 exits" in status.message
+    quiet = diagnostics.runtime_status("node: runtime", "hw", dict(info, output_queue_peak_since_report=3),
+                                       RuntimeStats(), {})
+    assert quiet.level == diag_level("OK")
