@@ -24,9 +24,10 @@ def run(command, cwd, timeout):
 
 
 def fresh_copy(destination: Path) -> Path:
-    """The tracked files of the checkout as they are now (a clone without the uncommitted edits would test
-    something else), without build outputs, generated links or the dev venv."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    """The files of the checkout that git tracks or would track (not ignored), as they are now: what a clone of
+    the next commit holds, without build outputs, generated links or the dev venv."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout
     for name in filter(None, files.decode().split("\0")):
         source, target = ROOT / name, destination / name
         if source.is_file() and not source.is_symlink():

@@ -962,3 +962,9 @@ def test_an_output_backlog_between_reports_makes_the_runtime_status_warn():
     quiet = diagnostics.runtime_status("node: runtime", "hw", dict(info, output_queue_peak_since_report=3),
                                        RuntimeStats(), {})
     assert quiet.level == diag_level("OK")
+
+
+def test_the_gated_test_model_is_a_staged_model():
+    from anytime_perception.runtime import StagedModel
+
+    assert isinstance(GatedModel(), StagedModel)

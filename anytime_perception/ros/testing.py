@@ -1,7 +1,7 @@
 """A stand-in model for testing the node deterministically with real rclpy and no timing assumptions.
 
-:class:`GatedModel` has the staged-model interface the runtime uses (``steps``, ``num_exits``, ``begin``,
-``advance``) plus what the node reads (``config.task``, ``config.task_spec`` mean/std, ``config.outputs``). Each
+:class:`GatedModel` implements the runtime's :class:`~anytime_perception.runtime.protocol.StagedModel`
+(``steps``, ``num_exits``, ``step_names``, ``begin``, ``advance``) plus what the node reads (``config.task``, ``config.task_spec`` mean/std, ``config.outputs``). Each
 model step waits at a gate until the test lets it through (``allow(n)``), so a test can publish a newer frame, a
 priority event or an action cancel *while* a given step runs and know exactly where the runtime will decide:
 
