@@ -24,7 +24,6 @@ from anytime_perception.data.datasets import build_dataset
 from anytime_perception.data.labels import MPII_FLIP_PAIRS
 from anytime_perception.models import create_model
 from anytime_perception.models.checkpoint import save_checkpoint
-from anytime_perception.models.configs import IMAGENET_MEAN, IMAGENET_STD
 from anytime_perception.tasks.metrics import flip_back, pckh
 from anytime_perception.training.evaluate import ExitOutput, evaluate_model
 from anytime_perception.training.plots import accuracy_vs_gflops_figure, paper_points
@@ -145,7 +144,7 @@ def test_gflops_and_fractions_are_means_of_per_image_measurements(seg_run, citys
     assert all(0.4 < e["computed_fraction"] < 0.6 for e in metrics["exits"][1:])  # top_ratio 0.5
 
 
-def test_reports_table_csv_and_figures(seg_run, capsys):
+def test_reports_table_csv_and_figures(seg_run):
     output, metrics = seg_run
     with open(output / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))

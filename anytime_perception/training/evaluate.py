@@ -39,7 +39,6 @@ from torch import Tensor
 from ..cli import parse_size
 from ..tasks.metrics import ConfusionMatrix, ExitCostMeter, PCKhAccumulator, flip_test_average, sum_across_ranks
 from ..tasks.pose import decode_heatmaps
-from ..tasks.segmentation import blend, colorize
 
 DEFAULT_POSE_BATCH = 16
 
@@ -327,12 +326,13 @@ class ExitFigureWriter:
                     keypoints, _ = decode_heatmaps(out.heatmaps[i:i + 1], size)
                     panels.append(ExitPanel(out.index, image, out.confidence[i].float().cpu().numpy(),
                                             _mask_or_none(out, i), keypoints=keypoints[0].numpy()))
-                save_exit_strip(self.root / f"{int(meta['index']):05d}_{meta['name'].replace('/', '_')}.png", image, panels,
-                                skeleton=MPII_SKELETON, title=f"{self.title} {meta['name']}".strip(),
-                                confidence_range=None, confidence_label="heatmap peak")
+                stem = f"{int(meta['index']):05d}_{meta['name'].replace('/', '_')}"
+                save_exit_strip(self.root / f"{stem}.png", image, panels, skeleton=MPII_SKELETON,
+                                title=f"{self.title} {meta['name']}".strip(), confidence_range=None,
+                                confidence_label="heatmap peak")
 
     def _segmentation_panels(self, image: np.ndarray, truth: Tensor, exits: list[ExitOutput], index: int):
-        from .plots import ExitPanel
+        from .plots import ExitPanel, colorize, overlay
 
         truth = truth.cpu().numpy()
         if image.shape[:2] != truth.shape:  # --input-size: show everything at the label's size
@@ -348,7 +348,7 @@ class ExitFigureWriter:
             labels = out.labels[index].cpu().numpy()
             correct = labels == truth
             accuracy = float(np.mean(correct[labelled])) if labelled.any() else float("nan")
-            panels.append(ExitPanel(out.index, blend(image, colorize(labels, colors), 0.6),
+            panels.append(ExitPanel(out.index, overlay(image, colorize(labels, colors)),
                                     out.confidence[index].float().cpu().numpy(), _mask_or_none(out, index),
                                     correct=correct,
                                     labelled=labelled, caption=f"pixel acc. {100 * accuracy:.1f}%"))
@@ -359,7 +359,7 @@ def _mask_or_none(out: ExitOutput, i: int) -> np.ndarray | None:
     return None if out.compute_mask is None else out.compute_mask[i].cpu().numpy() > 0.5
 
 
-# ----- reports ----------------------------------------------------------------------------------------------------------
+# ----- reports --------------------------------------------------------------------------------------------------------
 def metrics_table(metrics: dict) -> list[list[str]]:
     """The printed table: one row per exit and the mean over exits, accuracies in %."""
     metric = metrics["metric"]
@@ -399,8 +399,10 @@ def write_metrics_csv(path: Path, metrics: dict) -> None:
                              *("" if v is None else v for v in detail)])
 
 
-def write_reports(output: Path, metrics: dict, model_name: str, dataset_name: str) -> None:
-    """metrics.json, metrics.csv and accuracy_vs_gflops.png in `output`."""
+def write_reports(output: Path, metrics: dict, model_name: str, dataset_name: str,
+                  paper_comparable: bool = True) -> None:
+    """metrics.json, metrics.csv and accuracy_vs_gflops.png in `output`; the paper's points are drawn when it
+    reports `model_name` on `dataset_name` and `paper_comparable` (inputs at the paper's sizes)."""
     from .plots import paper_points, save_accuracy_vs_gflops
 
     output.mkdir(parents=True, exist_ok=True)
@@ -409,13 +411,13 @@ def write_reports(output: Path, metrics: dict, model_name: str, dataset_name: st
     metric = metrics["metric"]
     accuracy = [100.0 * (e[metric] if e[metric] is not None else float("nan")) for e in metrics["exits"]]
     # The paper reports Cityscapes and MPII only; its points beside another dataset's would compare nothing.
-    paper = paper_points(model_name) if dataset_name in ("cityscapes", "mpii") else []
+    paper = paper_points(model_name) if paper_comparable and dataset_name in ("cityscapes", "mpii") else []
     save_accuracy_vs_gflops(output / "accuracy_vs_gflops.png", model_name, metric,
                             [e["gflops"] for e in metrics["exits"]], accuracy, paper=paper,
                             title=f"{model_name} on {dataset_name} {metrics.get('split', '')}".rstrip())
 
 
-# ----- command line -----------------------------------------------------------------------------------------------------
+# ----- command line ---------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registered model name, e.g. adpc_hrnet_w48_seg (see `list`)")
     parser.add_argument("--checkpoint", required=True, help="weights in any supported layout (see README)")
@@ -505,7 +507,9 @@ def run(args: argparse.Namespace) -> int:
                    seconds=round(time.monotonic() - started, 1))
     if rank != 0:
         return 0
-    write_reports(args.output, metrics, args.model, args.dataset)
+    # The paper's GFLOPs are at full Cityscapes size and 256x256 MPII crops: beside other sizes they mislead.
+    paper_size = args.input_size is None or (dataset.task == "pose" and tuple(args.input_size) == (256, 256))
+    write_reports(args.output, metrics, args.model, args.dataset, paper_comparable=paper_size)
     size = "x".join(map(str, args.input_size)) if args.input_size else "each image at its own size"
     print(f"{args.model} on {args.dataset} {args.split}: {metrics['images']} images ({size})")
     print(format_table(metrics_table(metrics)))

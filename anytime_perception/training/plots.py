@@ -109,9 +109,24 @@ class ExitPanel:
 
 
 def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from ..tasks.segmentation import nearest_resize
+    """Nearest-neighbour resize of an (h, w[, c]) map to `size` (class ids and masks must not blend)."""
+    h, w = array.shape[:2]
+    if (h, w) == tuple(size):
+        return array
+    rows = np.minimum(np.arange(size[0]) * h // size[0], h - 1)
+    cols = np.minimum(np.arange(size[1]) * w // size[1], w - 1)
+    return array[rows][:, cols]
 
-    return array if array.shape[:2] == tuple(size) else nearest_resize(array, size)
+
+def colorize(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 RGB through a (K, 3) uint8 palette (ids beyond it take the last)."""
+    return colors[np.clip(labels, 0, len(colors) - 1)]
+
+
+def overlay(image_rgb: np.ndarray, color_map: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """`color_map` over `image_rgb` (both uint8 RGB (H, W, 3)) with opacity `alpha`."""
+    mixed = (1.0 - alpha) * image_rgb.astype(np.float32) + alpha * color_map.astype(np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 def computed_pixels_rgb(panel: ExitPanel, size: tuple[int, int]) -> np.ndarray:
