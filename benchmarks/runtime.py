@@ -32,7 +32,7 @@ import torch
 
 from anytime_perception import create_model
 from anytime_perception.models.untrained import calibrate_untrained
-from anytime_perception.runtime import (AnytimeExecutor, Job, JobEnd, JobResult, LatencyModel, Policies,
+from anytime_perception.runtime import (AnytimeScheduler, Job, JobEnd, JobResult, LatencyModel, Policies,
                                         RuntimeStats, SourceConfig)
 
 
@@ -82,7 +82,7 @@ def run_streams(model, images: list[torch.Tensor], streams: list[Stream], polici
                 sources: dict[str, SourceConfig], latency: LatencyModel, *, seconds: float | None = None,
                 frames: int | None = None, progress: Progress | None = None,
                 on_submitted=None) -> Outcome:
-    """Cameras as a producer thread submitting at fixed rates; the executor's worker runs the model."""
+    """Cameras as a producer thread submitting at fixed rates; the scheduler's worker runs the model."""
     delivered_time: dict[int, float] = {}
     next_exit: dict[int, int] = {}
     outcome = Outcome(stats=RuntimeStats())
@@ -106,9 +106,9 @@ def run_streams(model, images: list[torch.Tensor], streams: list[Stream], polici
                 outcome.inconsistent += 1
             outcome.wasted_model_time += e.timings.model_time - delivered_time.pop(e.job_id, 0.0)
 
-    executor = AnytimeExecutor(model, policies=policies, sources=sources, latency_model=latency,
-                               on_result=on_result, on_end=on_end)
-    executor.start()
+    scheduler = AnytimeScheduler(model, policies=policies, sources=sources, latency_model=latency,
+                                 on_result=on_result, on_end=on_end)
+    scheduler.start()
     start = time.perf_counter()
     schedule = [(start + k / (len(streams) * s.fps), k, s) for k, s in enumerate(streams)]
     heapq.heapify(schedule)
@@ -121,17 +121,17 @@ def run_streams(model, images: list[torch.Tensor], streams: list[Stream], polici
         if delay > 0:
             time.sleep(delay)
         image = images[n % len(images)]
-        executor.submit(Job(image, stamp=executor.clock.now(), frame_id=f"{stream.source}/{n}",
+        scheduler.submit(Job(image, stamp=scheduler.clock.now(), frame_id=f"{stream.source}/{n}",
                             source=stream.source, priority=stream.priority))
         n += 1
         if on_submitted is not None:
-            on_submitted(n, executor)
+            on_submitted(n, scheduler)
         if progress is not None:
             progress.update(min(n, progress.total) if frames is not None else
                             min(progress.total, int(progress.total * (due - start) / seconds)))
         heapq.heappush(schedule, (due + 1.0 / stream.fps, k, stream))
-    executor.stop(drain=True, timeout=60)
-    outcome.stats = executor.stats()
+    scheduler.stop(drain=True, timeout=60)
+    outcome.stats = scheduler.stats()
     outcome.submitted = n
     return outcome
 
@@ -316,9 +316,9 @@ def soak(args, model, gen: torch.Generator) -> int:
     rss: list[float] = []
     cycle = max(1, args.soak_frames // 12)
 
-    def during(n: int, executor: AnytimeExecutor) -> None:
+    def during(n: int, scheduler: AnytimeScheduler) -> None:
         if n % cycle == 0:  # switch policies while frames are in flight; sample memory (the first cycle warms up)
-            executor.set_policies(Policies.from_config(mixes[(n // cycle) % len(mixes)]))
+            scheduler.set_policies(Policies.from_config(mixes[(n // cycle) % len(mixes)]))
             gc.collect()
             rss.append(rss_mib())
 

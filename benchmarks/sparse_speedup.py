@@ -51,6 +51,7 @@ from anytime_perception.models.sparse import SparseExecution, extension  # noqa:
 from anytime_perception.models.sparse.benchmark_masks import (ScriptedCriterion, calibrate_to_gflops,  # noqa: E402
                                                               paper_targets, shipped_frames, synthetic_difficulty)
 from anytime_perception.models.sparse.fold import fold_batchnorm  # noqa: E402
+from anytime_perception.models.step_cost import masked_conv_macs, rbf_fill_units  # noqa: E402
 from anytime_perception.models.untrained import PAPER_CONFIDENT_SHARES, calibrate_untrained, randomise_weights  # noqa: E402,E501
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -295,7 +296,7 @@ def run_kinds(size, dtype_name: str, repeats: int, progress: Progress) -> list[l
             with torch.inference_mode():
                 med = time_interleaved({"dense": dense, "emulated": emulated, "sparse": sparse_unit}, repeats)
             dense_macs = conv.weight.numel() * ho * wo
-            fr = dense_macs / (dense_macs * p + (1 - p) * p * c_out * 49 * ho * wo)
+            fr = dense_macs / masked_conv_macs(dense_macs, rbf_fill_units(c_out, ho, wo), p)
             mr = med["dense"] / med["sparse"]
             rows.append([label, dtype_name, p, med["dense"], med["emulated"], med["sparse"], fr, mr, mr / fr])
             progress.step(label)

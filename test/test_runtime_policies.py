@@ -6,16 +6,16 @@ import math
 import pytest
 
 from anytime_perception.runtime import Policies, SourceConfig
-from anytime_perception.runtime.testing import DEFAULT_STEPS, ExecutorHarness
+from anytime_perception.runtime.testing import DEFAULT_STEPS, SchedulerHarness
 
 ALL_STEPS = [name for name, _ in DEFAULT_STEPS]
 
 
-def harness(**kinds) -> ExecutorHarness:
+def harness(**kinds) -> SchedulerHarness:
     """Policies given by name (or {"name": ..., params}); deadlines ignored and nothing suspended unless asked."""
     config = {"deadline": "none", "suspend": "drop", **kinds}
     sources = config.pop("sources", None)
-    return ExecutorHarness(policies=Policies.from_config(config), sources=sources)
+    return SchedulerHarness(policies=Policies.from_config(config), sources=sources)
 
 
 def step_end_times(start: float = 0.0) -> list[float]:
@@ -39,7 +39,7 @@ def test_newest_frame_wins_after_the_first_exit():
                         ("result", "f2", 1), ("result", "f2", 2), ("result", "f2", 3), ("result", "f2", 4),
                         ("end", "f2", "last_exit")]
     assert [r.is_final for r in h.results_of("f2")] == [False, False, False, True]
-    assert h.executor.stats().preemption_reaction.max == 0.0  # stopped at the exit that made it preemptible
+    assert h.scheduler.stats().preemption_reaction.max == 0.0  # stopped at the exit that made it preemptible
 
 
 @pytest.mark.parametrize("arrival", [2.5, 3.9, 4.5, 6.0, 7.5, 9.0, 10.5])
@@ -55,10 +55,10 @@ def test_newer_frame_stops_the_old_one_at_the_end_of_the_step_it_arrived_in(arri
     assert f2_start == boundary
     if boundary == 11.0:  # arrived during the last exit: f1 completes
         assert h.reason("f1") == "last_exit"
-        assert h.executor.stats().preemptions == 0
+        assert h.scheduler.stats().preemptions == 0
     else:
         assert h.reason("f1") == "preempted"
-        reaction = h.executor.stats().preemption_reaction
+        reaction = h.scheduler.stats().preemption_reaction
         assert reaction.count == 1 and reaction.max == pytest.approx(boundary - arrival)
     assert h.exits("f2") == [1, 2, 3, 4]
 
@@ -125,7 +125,7 @@ def test_stop_at_deadline_between_steps():
     assert not h.results_of("f1")[-1].is_final  # at exit 2 (t=5) the deadline had not passed
     end = h.end("f1")
     assert end.reason == "deadline" and end.exits_delivered == 2 and end.deadline == 6.0
-    s = h.executor.stats().sources["cam"]
+    s = h.scheduler.stats().sources["cam"]
     assert (s.exit_deadline_hits, s.exit_deadline_misses, s.job_deadline_hits, s.job_deadline_misses) == (2, 0, 1, 0)
     assert s.completed == 1 and s.ended_by_reason == {"deadline": 1}
 
@@ -146,7 +146,7 @@ def test_a_job_whose_deadline_passes_in_the_queue_expires_without_running():
     assert h.reason("f1") == "deadline" and h.exits("f1") == [1]
     assert h.reason("f2") == "expired" and h.steps_run("f2") == []
     assert math.isnan(h.end("f2").timings.queue_wait)
-    s = h.executor.stats().sources["cam"]
+    s = h.scheduler.stats().sources["cam"]
     assert s.dropped == 1 and s.job_deadline_misses == 1 and s.job_deadline_hits == 1
 
 
@@ -169,7 +169,7 @@ def test_predictive_does_not_start_an_exit_that_would_finish_too_late(policy, st
 def test_predictive_scales_the_prediction_with_the_computed_fraction():
     # The warm-up frame computes everything; f2 computes half of every masked step after exit 1, so its exit 2
     # (module2 + exit2: 3 s at full cost) takes 1.5 s and fits before the deadline, exit 3 does not.
-    h = ExecutorHarness(policies=Policies.from_config({"deadline": "predictive", "suspend": "drop"}),
+    h = SchedulerHarness(policies=Policies.from_config({"deadline": "predictive", "suspend": "drop"}),
                         fractions=lambda exit_index, state: 1.0 if state.meta["job_id"] == 1 else 0.5)
     h.submit("warmup")
     h.run()
@@ -212,7 +212,7 @@ def test_higher_priority_preempts_within_one_step():
     assert h.reason("low") == "preempted" and h.exits("low") == [1]
     assert not h.results_of("low")[0].is_final  # the preemption came after the exit
     assert min(start for f, _, start, _ in h.step_log() if f == "high") == 4.0
-    assert h.executor.stats().preemption_reaction.max == pytest.approx(1.5)
+    assert h.scheduler.stats().preemption_reaction.max == pytest.approx(1.5)
     assert h.exits("high") == [1, 2, 3, 4]
 
 
@@ -255,7 +255,7 @@ def test_fifo_priority_ignores_priorities():
 
 
 # ----- suspend and resume -------------------------------------------------------------------------------------
-def suspending(max_suspended: int = 2, max_age: float = 100.0, **kinds) -> ExecutorHarness:
+def suspending(max_suspended: int = 2, max_age: float = 100.0, **kinds) -> SchedulerHarness:
     return harness(suspend={"name": "suspend", "max_suspended": max_suspended, "max_age": max_age}, **kinds)
 
 
@@ -272,7 +272,7 @@ def test_a_suspended_job_resumes_where_it_stopped():
     assert h.results_of("low")[1].timings.model_time == 3.0  # module2 before, exit2 after the suspension
     end = h.end("low")
     assert end.suspensions == 1 and end.timings.model_time == 11.0
-    s = h.executor.stats().sources["rear"]
+    s = h.scheduler.stats().sources["rear"]
     assert (s.suspensions, s.resumes) == (1, 1)
 
 
@@ -283,7 +283,7 @@ def test_a_suspended_job_older_than_max_age_is_dropped_as_stale():
     h.run()
     assert h.reason("low") == "stale" and h.exits("low") == [1]
     assert h.steps_run("low") == ALL_STEPS[:3]
-    s = h.executor.stats().sources["rear"]
+    s = h.scheduler.stats().sources["rear"]
     assert s.dropped == 1 and s.ended_by_reason == {"stale": 1} and s.resumes == 0
 
 

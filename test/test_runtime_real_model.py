@@ -1,10 +1,10 @@
-"""The executor on the real ADP-C model: a job suspended mid-exit, overtaken by another frame and resumed gives
+"""The scheduler on the real ADP-C model: a job suspended mid-exit, overtaken by another frame and resumed gives
 exactly the results of an uninterrupted run (no recomputation, no state leaking between frames)."""
 import pytest
 import torch
 
 from anytime_perception import create_model
-from anytime_perception.runtime import AnytimeExecutor, FakeClock, Job, Policies
+from anytime_perception.runtime import AnytimeScheduler, FakeClock, Job, Policies
 
 
 @pytest.fixture(autouse=True)
@@ -38,16 +38,16 @@ def test_suspended_then_resumed_job_equals_an_uninterrupted_run():
     assert 0 < float(reference["a"][2].computed_fraction) < 1
 
     results, ends = {"a": [], "b": []}, {}
-    executor = AnytimeExecutor(
+    scheduler = AnytimeScheduler(
         model, clock=FakeClock(),
         policies=Policies.from_config({"deadline": "none", "suspend": {"name": "suspend", "max_age": 10.0}}),
         on_result=lambda r: results[r.job.source].append(r.exit), on_end=lambda e: ends.setdefault(e.job.source, e))
-    executor.submit(Job(frame_a, stamp=0.0, source="a"))
+    scheduler.submit(Job(frame_a, stamp=0.0, source="a"))
     names = model.step_names
     for _ in range(names.index("stage2.0") + 1):  # exit 1 delivered, in the middle of exit 2's stretch
-        assert executor.run_once()
-    executor.submit(Job(frame_b, stamp=0.0, source="b", priority=1))
-    steps = executor.run_until_idle()
+        assert scheduler.run_once()
+    scheduler.submit(Job(frame_b, stamp=0.0, source="b", priority=1))
+    steps = scheduler.run_until_idle()
 
     assert ends["a"].reason == "last_exit" and ends["a"].suspensions == 1
     assert ends["b"].reason == "last_exit"
@@ -64,7 +64,7 @@ def test_suspended_then_resumed_job_equals_an_uninterrupted_run():
             assert torch.equal(g_.computed_fraction, w.computed_fraction)
             assert torch.equal(g_.gflops, w.gflops)
     assert not torch.equal(results["a"][3].logits, results["b"][3].logits)
-    stats = executor.stats()
+    stats = scheduler.stats()
     assert stats.balanced and stats.sources["a"].resumes == 1
 
 

@@ -9,9 +9,10 @@ from torch import nn
 
 from anytime_perception import create_model
 from anytime_perception.models.blocks import BasicBlock, conv_bn
-from anytime_perception.models.masked_conv import EmulatedExecution, MaskedConv2d, make_execution
+from anytime_perception.models.execution import make_execution
+from anytime_perception.models.masked_conv import EmulatedExecution, MaskedConv2d
 from anytime_perception.models.masks import ComputeMask
-from anytime_perception.models.sparse import SparseExecution, _ext, executor, extension, tables
+from anytime_perception.models.sparse import SparseExecution, _ext, extension, tables, units
 from anytime_perception.models.sparse.benchmark_masks import ScriptedCriterion, shipped_frames, synthetic_difficulty
 from anytime_perception.models.sparse.fold import fold_batchnorm
 from anytime_perception.models.untrained import calibrate_untrained, randomise_weights
@@ -37,7 +38,7 @@ def test_extension_is_built_in_ci():
 def test_registered_and_selectable():
     assert make_execution("sparse").name == "sparse"
     model = create_model("adpc_hrnet_w18s_seg", execution="sparse")
-    assert isinstance(model.executor, SparseExecution)
+    assert isinstance(model.execution, SparseExecution)
     with pytest.raises(ValueError, match="backend"):
         SparseExecution(backend="gpu")
 
@@ -92,7 +93,7 @@ KINDS = {  # c_in, c_out, k, stride, bias, bn, relu, residual
 def test_unit_equals_emulation(kind, backend, path, monkeypatch):
     """fp32: "cpp" = the AVX-512 direct kernel, "cpp-gather" = im2col gather + GEMM (the extension's bf16 route)."""
     if backend == "cpp-gather":
-        monkeypatch.setattr(executor, "USE_DIRECT", False)
+        monkeypatch.setattr(units, "USE_DIRECT", False)
         backend = "cpp"
     c_in, c_out, k, s, bias, bn, relu, residual = KINDS[kind]
     seq = random_unit(c_in, c_out, k, s, bias, bn, relu, seed=list(KINDS).index(kind))
@@ -178,14 +179,14 @@ def compare_models(emulated, sparse, x, tol=1e-4):
 @pytest.mark.parametrize("name,size", [("adpc_hrnet_w18s_seg", (64, 96)), ("adpc_hrnet_w32_pose", (64, 64))])
 def test_whole_model_random_masks_every_exit(name, size, backend):
     emulated, sparse = model_pair(name, criterion="random", random_compute_prob=0.5)
-    sparse.executor = SparseExecution(backend=backend)
-    sparse.executor.stats = {}
+    sparse.execution = SparseExecution(backend=backend)
+    sparse.execution.stats = {}
     x = torch.randn(2, 3, *size)
     ref = compare_models(emulated, sparse, x)
     fractions = torch.stack([r.computed_fraction for r in ref[1:]])
     assert ((fractions > 0.05) & (fractions < 0.95)).all()
     assert not torch.equal(ref[1].compute_mask[0], ref[1].compute_mask[1])  # per-image masks differ
-    assert set(sparse.executor.stats) <= {f"{backend}-sparse", f"{backend}-dense"}
+    assert set(sparse.execution.stats) <= {f"{backend}-sparse", f"{backend}-dense"}
 
 
 def test_whole_model_all_computed_and_all_skipped():
@@ -279,7 +280,7 @@ def test_bfloat16_amx_kernel_equals_gather_gemm_and_emulation(kind, monkeypatch)
         ref = reference(seq, x, base, res, relu)
         got = {}
         for amx in (True, False):
-            monkeypatch.setattr(executor, "USE_AMX", amx)
+            monkeypatch.setattr(units, "USE_AMX", amx)
             ex = SparseExecution(backend="cpp", dense_above=1.01)
             with torch.no_grad():
                 got[amx] = ex.unit(seq16[0], seq16[1] if bn else None, relu, x16, ComputeMask(base.bfloat16(), ex),
@@ -362,10 +363,10 @@ def test_bfloat16_within_bf16_rounding():
 def test_pytorch_path_when_the_extension_is_unavailable(monkeypatch):
     monkeypatch.setitem(_ext._STATE, "module", None)
     emulated, sparse = model_pair("adpc_hrnet_w18s_seg", criterion="random")
-    sparse.executor = SparseExecution()  # auto
-    sparse.executor.stats = {}
+    sparse.execution = SparseExecution()  # auto
+    sparse.execution.stats = {}
     compare_models(emulated, sparse, torch.randn(1, 3, 64, 64))
-    assert set(sparse.executor.stats) <= {"torch-sparse", "torch-dense"}
+    assert set(sparse.execution.stats) <= {"torch-sparse", "torch-dense"}
     with pytest.raises(RuntimeError, match="not built"):
         SparseExecution(backend="cpp")
 
@@ -391,7 +392,7 @@ def test_fold_batchnorm():
 def test_official_reference_logits_with_sparse_execution(official_ref, backend):
     model = create_model("adpc_hrnet_w18s_seg", checkpoint=OFFICIAL_REF,
                          conf_threshold=official_ref["config"]["conf_thre_T"], execution="sparse")
-    model.executor = SparseExecution(backend=backend)
+    model.execution = SparseExecution(backend=backend)
     with torch.no_grad():
         results = list(model.anytime(official_ref["input"]))
     for result, expected in zip(results, official_ref["logits_masked"]):

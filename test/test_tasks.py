@@ -1,10 +1,9 @@
-import numpy as np
 import pytest
 import torch
 
 from anytime_perception.data.labels import CITYSCAPES, MPII_FLIP_PAIRS, MPII_JOINTS, MPII_SKELETON, class_names, palette
 from anytime_perception.tasks.pose import decode_heatmaps
-from anytime_perception.tasks.segmentation import blend, colorize, labels_at, nearest_resize, to_uint8_confidence
+from anytime_perception.tasks.segmentation import upsample_logits
 
 
 def test_label_sets():
@@ -23,16 +22,11 @@ def test_heatmap_decoding_quarter_pixel_shift_and_scale():
     assert scores.tolist() == [[1.0, 2.0]]
 
 
-def test_segmentation_helpers():
-    logits = torch.zeros(1, 3, 2, 2)
-    logits[0, 2, 0, 1] = 5
-    assert labels_at(logits)[0].tolist() == [[0, 2], [0, 0]]
-    assert labels_at(logits, (4, 4)).shape == (1, 4, 4)
-    colors = np.array(palette(3), dtype=np.uint8)
-    rgb = colorize(np.array([[0, 2]]), colors)
-    assert rgb.shape == (1, 2, 3) and tuple(rgb[0, 1]) == CITYSCAPES[2].color
-    img = np.full((1, 2, 3), 200, np.uint8)
-    assert np.abs(blend(img, rgb, 0.5).astype(int) - (img.astype(int) + rgb) // 2).max() <= 1
-    assert to_uint8_confidence(torch.tensor([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
-    labels = np.arange(6).reshape(2, 3)
-    assert nearest_resize(labels, (4, 6)).tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
+def test_logits_upsampled_bilinearly_as_the_authors_evaluate():
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1, 0, 1] = 4.0
+    up = upsample_logits(logits, (4, 4))
+    assert up.shape == (1, 2, 4, 4) and upsample_logits(logits, (2, 2)) is logits
+    # align_corners=False: the corner output sample sits on the source pixel, the one next to it a quarter away
+    assert up[0, 1, 0, 3].item() == pytest.approx(4.0) and up[0, 1, 0, 2].item() == pytest.approx(3.0)
+    assert up[0, 1, 1, 3].item() == pytest.approx(3.0) and up[0, 0].abs().max().item() == 0.0

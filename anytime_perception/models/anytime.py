@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +20,12 @@ from torch import Tensor, nn
 from .blocks import make_branch
 from .configs import ModelConfig
 from .confidence import make_criterion
+from .execution import make_execution, resolve_execution
 from .heads import original_head, pose_head, redesigned_head
 from .hrnet import Transition, concat_at_quarter, init_weights, make_stage, make_stem
-from .masked_conv import MaskedConv2d, call, make_execution
+from .masked_conv import MaskedConv2d, call
 from .masks import ComputeMask, mask_from_bool
+from .step_cost import StepCost, trace_step_costs
 
 SIZE_MULTIPLE = 32  # three 2x poolings on 1/4-resolution features in the deepest exit head
 
@@ -84,6 +87,11 @@ class AnytimeState:
 
 
 class AnytimeHRNet(nn.Module):
+    """The anytime HRNet of `config`; implements the runtime's staged-model protocol (`runtime.protocol`).
+
+    `execution` computes the masked convolutions (see `execution.py`); `execution_reason` says why it was chosen.
+    """
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
@@ -118,7 +126,7 @@ class AnytimeHRNet(nn.Module):
         init_weights(self)
         self.criterion = make_criterion(config.criterion_name, config.threshold, config.top_ratio,
                                         config.random_compute_prob, config.random_seed)
-        self.executor = make_execution(config.execution)
+        self.set_execution(config.execution, "cpu")
         self.steps = self._plan()
 
     # ----- construction -------------------------------------------------------------------------------------
@@ -156,6 +164,11 @@ class AnytimeHRNet(nn.Module):
         if index == self.num_exits:
             return self.final_layer if self.config.task == "pose" else self.last_layer
         return self.get_submodule(f"exit{index}")
+
+    def set_execution(self, name: str, device: torch.device | str | None = None) -> None:
+        """Compute masked convolutions with execution `name` ("auto": the fastest measured for `device`)."""
+        runs, self.execution_reason = resolve_execution(name, device)
+        self.execution = make_execution(runs)
 
     # ----- staged execution ---------------------------------------------------------------------------------
     def begin(self, images: Tensor, adaptive: bool | None = None) -> AnytimeState:
@@ -223,7 +236,7 @@ class AnytimeHRNet(nn.Module):
         state.exits_done += 1
         is_final = index == self.num_exits
         if state.adaptive and not is_final:
-            state.mask = ComputeMask(mask_from_bool(compute, tuple(logits.shape[-2:]), logits.dtype), self.executor)
+            state.mask = ComputeMask(mask_from_bool(compute, tuple(logits.shape[-2:]), logits.dtype), self.execution)
         b = logits.shape[0]
         if computed_under is None:
             compute_mask, fraction = None, torch.ones(b, dtype=torch.float64)
@@ -234,12 +247,13 @@ class AnytimeHRNet(nn.Module):
                           compute_mask=compute_mask, computed_fraction=fraction, gflops=state.gflops.clone(),
                           labels=labels)
 
-    def step_gflops(self, state: AnytimeState, step_index: int) -> Tensor:
-        """GMACs/2^30 of one step per image, under the mask in force (paper convention, see flops.py)."""
-        from .flops import step_cost_table  # local: flops traces a twin of this model
+    def step_costs(self, padded_size: tuple[int, int]) -> tuple[StepCost, ...]:
+        """Conv MACs of every step at input size `padded_size` (a multiple of 32), see step_cost.py."""
+        return step_cost_table(self.config, padded_size)
 
-        cost = step_cost_table(self.config, state.padded_size)[step_index]
-        return cost.gflops(state.mask, state.batch_size)
+    def step_gflops(self, state: AnytimeState, step_index: int) -> Tensor:
+        """GMACs/2^30 of one step per image, under the mask in force (paper convention, see step_cost.py)."""
+        return self.step_costs(state.padded_size)[step_index].gflops(state.mask, state.batch_size)
 
     def anytime(self, images: Tensor, adaptive: bool | None = None) -> Iterator[ExitResult]:
         """Yield one `ExitResult` per exit, each as soon as it is computed."""
@@ -252,3 +266,11 @@ class AnytimeHRNet(nn.Module):
     def forward(self, images: Tensor) -> list[Tensor]:
         """All exits' logits at 1/4 resolution (the authors' model output), for training and evaluation."""
         return [r.logits for r in self.anytime(images)]
+
+
+@lru_cache(maxsize=64)
+def step_cost_table(config: ModelConfig, padded_size: tuple[int, int]) -> tuple[StepCost, ...]:
+    """Conv MACs of every step of `config`'s model at input size `padded_size` (a multiple of 32)."""
+    with torch.device("meta"):
+        twin = AnytimeHRNet(config).eval()  # eval: BN in train mode rejects the 1x1 maps of tiny inputs
+    return trace_step_costs(twin, padded_size)

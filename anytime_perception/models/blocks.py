@@ -1,20 +1,21 @@
-"""Residual blocks and the mask-threading container, with the official module names (conv1, bn1, downsample...)."""
+"""Residual blocks and the mask-threading container, with the official module names (conv1, bn1, downsample...).
+
+Every forward here is written once, as a chain of `ConvUnit`s (masked_conv.py) that the mask's execution runs:
+the emulation runs each unit's modules one after the other, the sparse backend fuses each unit.
+"""
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .masked_conv import MaskAware, call, executor_unit
+from .masked_conv import ConvUnit, MaskAware, call, conv_units
 
 
 class MaskedSequential(nn.Sequential, MaskAware):
     """nn.Sequential that hands the compute mask to the children that take one (masked convs, blocks)."""
 
     def forward(self, x: Tensor, mask=None) -> Tensor:  # noqa: D102
-        fused = executor_unit(self, x, mask)
-        if fused is not None:
-            return fused
-        for layer in self:
-            x = call(layer, x, mask)
+        for unit in conv_units(self):
+            x = unit.run(x, mask) if isinstance(unit, ConvUnit) else call(unit, x, mask)
         return x
 
 
@@ -43,14 +44,12 @@ class BasicBlock(nn.Module, MaskAware):
         self.relu = nn.ReLU(inplace=False)
         self.downsample = downsample
 
+    def units(self) -> tuple[ConvUnit, ...]:
+        """The block as conv units; the residual joins the last one."""
+        return ConvUnit(self.conv1, self.bn1, True), ConvUnit(self.conv2, self.bn2, True)
+
     def forward(self, x: Tensor, mask=None) -> Tensor:
-        fused = executor_unit(self, x, mask)
-        if fused is not None:
-            return fused
-        residual = x if self.downsample is None else self.downsample(x, mask)
-        out = self.relu(self.bn1(call(self.conv1, x, mask)))
-        out = self.bn2(call(self.conv2, out, mask))
-        return self.relu(out + residual)
+        return _residual_forward(self, x, mask)
 
 
 class Bottleneck(nn.Module, MaskAware):
@@ -68,15 +67,23 @@ class Bottleneck(nn.Module, MaskAware):
         self.relu = nn.ReLU(inplace=False)
         self.downsample = downsample
 
+    def units(self) -> tuple[ConvUnit, ...]:
+        """The block as conv units; the residual joins the last one."""
+        return (ConvUnit(self.conv1, self.bn1, True), ConvUnit(self.conv2, self.bn2, True),
+                ConvUnit(self.conv3, self.bn3, True))
+
     def forward(self, x: Tensor, mask=None) -> Tensor:
-        fused = executor_unit(self, x, mask)
-        if fused is not None:
-            return fused
-        residual = x if self.downsample is None else self.downsample(x, mask)
-        out = self.relu(self.bn1(call(self.conv1, x, mask)))
-        out = self.relu(self.bn2(call(self.conv2, out, mask)))
-        out = self.bn3(call(self.conv3, out, mask))
-        return self.relu(out + residual)
+        return _residual_forward(self, x, mask)
+
+
+def _residual_forward(block: BasicBlock | Bottleneck, x: Tensor, mask) -> Tensor:
+    """relu(units(x) + shortcut(x)): the one forward of both residual blocks (shortcut first, as the official
+    code computes it)."""
+    residual = x if block.downsample is None else block.downsample(x, mask)
+    *body, last = block.units()
+    for unit in body:
+        x = unit.run(x, mask)
+    return last.run(x, mask, residual)
 
 
 BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}

@@ -129,7 +129,7 @@ class ModelConfig:
     top_ratio: float = 0.5  # for criterion "top_ratio": share of pixels masked out (most confident first)
     random_compute_prob: float = 0.5  # for criterion "random"
     random_seed: int = 0
-    execution: str = "emulate"
+    execution: str = "emulate"  # how masked convs run: "emulate", "sparse" or "auto" (execution.py)
 
     @property
     def backbone_spec(self) -> BackboneSpec:

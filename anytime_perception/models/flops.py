@@ -1,95 +1,22 @@
-"""FLOPs in the paper's convention.
+"""Per-exit FLOPs of a model config in the paper's convention (Table 1 of the paper, the `flops` command).
 
-"GFLOPs" in the paper and the authors' code are multiply-accumulates of conv and linear layers (bias, BN, ReLU,
-pooling, resizing ignored) divided by 2^30, cumulative from the input through each exit (earlier exit heads
-included). A masked conv with computed fraction p at its output resolution counts dense*p + (1-p)*p*C_out*49*H*W,
-the second term being the authors' charge for the RBF fill. p is per image here (their profiling runs batch 1);
-`gflops_for_fractions` takes p averaged over a batch as their counter does on a batch.
-
-Per-step conv tables come from tracing a twin of the model on the `meta` device, so they hold for any head or
-backbone variant without a hand-written formula, and cost nothing to build.
+Cumulative GMACs/2^30 from the input through each exit (earlier exit heads included), from the per-step tables of
+`step_cost.py` (which also holds the masked-conv cost formula and explains the convention). p is per image in the
+model's own accounting (their profiling runs batch 1); `gflops_for_fractions` takes p averaged over a batch as the
+authors' counter does on a batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-
-import torch
-from torch import Tensor, nn
-
+from .anytime import SIZE_MULTIPLE, step_cost_table
 from .configs import ModelConfig
-from .masked_conv import RBF_SIZE, MaskedConv2d
+from .step_cost import GIGA, MaskedConvGroup, StepCost, masked_conv_macs
 
-GIGA = float(2**30)
-
-
-@dataclass(frozen=True)
-class MaskedConvGroup:
-    height: int
-    width: int
-    macs: int  # dense MACs of the masked convs at this output resolution
-    interp_units: int  # sum of C_out * 49 * H * W: the RBF term's factor
-
-
-@dataclass(frozen=True)
-class StepCost:
-    name: str
-    dense_macs: int  # convs that are never masked
-    masked: tuple[MaskedConvGroup, ...]
-
-    @property
-    def full_macs(self) -> int:
-        return self.dense_macs + sum(g.macs for g in self.masked)
-
-    def gflops(self, mask, batch_size: int) -> Tensor:
-        """Per-image GMACs/2^30 under `mask` (a ComputeMask, or None for dense)."""
-        total = torch.full((batch_size,), float(self.dense_macs), dtype=torch.float64)
-        for g in self.masked:
-            if mask is None:
-                total += g.macs
-            else:
-                p = mask.fraction(g.height, g.width).detach().double().cpu()
-                total += g.macs * p + (1 - p) * p * g.interp_units
-        return total / GIGA
-
-
-@lru_cache(maxsize=64)
-def step_cost_table(config: ModelConfig, padded_size: tuple[int, int]) -> tuple[StepCost, ...]:
-    """Conv MACs of every step of `config`'s model at input size `padded_size` (a multiple of 32)."""
-    from .anytime import AnytimeHRNet
-
-    with torch.device("meta"):
-        twin = AnytimeHRNet(config).eval()  # eval: BN in train mode rejects the 1x1 maps of tiny inputs
-    records: list[tuple[nn.Conv2d, tuple[int, int]]] = []
-
-    def hook(module, _inputs, output):
-        records.append((module, tuple(output.shape[-2:])))
-
-    for m in twin.modules():
-        if isinstance(m, nn.Conv2d):
-            m.register_forward_hook(hook)
-    state = twin.begin(torch.zeros(1, 3, *padded_size, device="meta"), adaptive=False)
-    table = []
-    for step in twin.steps:
-        records.clear()
-        twin.run_step(state, step)
-        dense = 0
-        groups: dict[tuple[int, int], list[int]] = {}
-        for conv, (h, w) in records:
-            macs = conv.weight.numel() * h * w
-            if isinstance(conv, MaskedConv2d):
-                g = groups.setdefault((h, w), [0, 0])
-                g[0] += macs
-                g[1] += conv.out_channels * RBF_SIZE * RBF_SIZE * h * w
-            else:
-                dense += macs
-        table.append(StepCost(step.name, dense, tuple(MaskedConvGroup(h, w, m, i) for (h, w), (m, i) in groups.items())))
-    return tuple(table)
+__all__ = ["GIGA", "MaskedConvGroup", "StepCost", "step_cost_table", "padded", "dense_gflops_per_exit",
+           "gflops_for_fractions"]
 
 
 def padded(size: tuple[int, int]) -> tuple[int, int]:
-    from .anytime import SIZE_MULTIPLE
-
+    """`size` rounded up to the model's input multiple (what the model runs on)."""
     return tuple(-(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE for n in size)
 
 
@@ -120,7 +47,7 @@ def gflops_for_fractions(config: ModelConfig, size: tuple[int, int],
             p = current.get((g.height, g.width), current.get(None)) if isinstance(current, dict) else current
             if p is None:
                 raise ValueError(f"no compute fraction given for resolution {g.height}x{g.width}")
-            total += g.macs * p + (1 - p) * p * g.interp_units
+            total += masked_conv_macs(g.macs, g.fill_units, p)
         total += step.dense_macs
         if step.name.startswith("exit"):
             out.append(total / GIGA)

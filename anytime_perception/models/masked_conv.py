@@ -1,14 +1,16 @@
-"""The confidence-adaptive convolution and its execution backends.
+"""The confidence-adaptive convolution, the conv units blocks are made of, and the reference execution.
 
 `MaskedConv2d` is an `nn.Conv2d` that also owns the per-layer RBF interpolation parameter `Lambda` (trainable,
 init 3.0) and the constant 7x7 grid of squared distances `square_dis` (names as in the authors' checkpoints). It
-holds no mask: the mask of the current exit arrives as an argument (`ComputeMask`), together with the backend that
-executes the convolution. Backends are swappable without touching model code: `EmulatedExecution` computes the
-dense output and masks it, exactly as the authors' code does; a sparse backend computes only the active positions.
+holds no mask: the mask of the current exit arrives as an argument (`ComputeMask`), and the mask carries the
+*execution* (the backend) that computes masked convolutions. Blocks describe their forward as a chain of `ConvUnit`s
+(conv -> BN -> (+ residual) -> ReLU); an execution runs whole units, so a backend can fuse a unit without knowing
+which block it belongs to. `EmulatedExecution` is the authors' semantics (dense conv, mask, RBF fill); the table of
+executions by name is `execution.py`.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,7 @@ RBF_NORMALISER_EPS = 1e-5
 
 
 def square_distance_grid(size: int = RBF_SIZE) -> Tensor:
+    """Squared distances of a size x size grid from its centre, the centre itself set to a huge distance."""
     r = torch.arange(size, dtype=torch.float32) - size // 2
     grid = r[:, None] ** 2 + r[None, :] ** 2
     grid[size // 2, size // 2] = CENTRE_SQUARE_DISTANCE
@@ -39,15 +42,6 @@ def call(layer: nn.Module, x, mask):
     return layer(x, mask) if isinstance(layer, MaskAware) else layer(x)
 
 
-def executor_unit(module: nn.Module, x, mask):
-    """Let the mask's backend run `module` (a conv-BN-ReLU sequence, a residual block) as one fused unit if it
-    implements `forward_unit`; None means "not handled": run the module's own forward."""
-    if mask is None:
-        return None
-    run = getattr(mask.executor, "forward_unit", None)
-    return None if run is None else run(module, x, mask)
-
-
 class MaskedConv2d(nn.Conv2d, MaskAware):
     def __init__(self, *args, lambda_init: float = 3.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -61,6 +55,7 @@ class MaskedConv2d(nn.Conv2d, MaskAware):
         return weights.expand(self.out_channels, 1, RBF_SIZE, RBF_SIZE)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Output (H, W) of this conv for an input of `height` x `width`."""
         def one(n: int, i: int) -> int:
             return (n + 2 * self.padding[i] - self.dilation[i] * (self.kernel_size[i] - 1) - 1) // self.stride[i] + 1
 
@@ -69,22 +64,72 @@ class MaskedConv2d(nn.Conv2d, MaskAware):
     def forward(self, x: Tensor, mask: "ComputeMaskLike | None" = None) -> Tensor:
         if mask is None:
             return super().forward(x)
-        return mask.executor.masked_conv(self, x, mask)
+        return mask.execution.masked_conv(self, x, mask)
+
+
+class ConvUnit(NamedTuple):
+    """relu(bn(conv(x)) + residual): the piece of a block an execution may run as one fused operation.
+
+    `bn` is None (or an `nn.Identity` left by BN folding) when the conv has none; the residual, if any, is given
+    when the unit runs. A NamedTuple because blocks describe their units on every forward (cheap to make).
+    """
+
+    conv: nn.Conv2d
+    bn: nn.Module | None
+    relu: bool
+
+    def run(self, x: Tensor, mask: "ComputeMaskLike | None", residual: Tensor | None = None) -> Tensor:
+        """The unit under `mask`'s execution; without a mask, the modules' own forwards."""
+        if mask is None:
+            return self.reference(x, None, residual)
+        return mask.execution.conv_unit(self, x, mask, residual)
+
+    def reference(self, x: Tensor, mask: "ComputeMaskLike | None", residual: Tensor | None = None) -> Tensor:
+        """The unit as its modules compute it, one after the other (the convolution under `mask`)."""
+        out = call(self.conv, x, mask)
+        if self.bn is not None:
+            out = self.bn(out)
+        if residual is not None:
+            out = out + residual
+        return F.relu(out) if self.relu else out
+
+
+def conv_units(layers: nn.Sequential) -> list[ConvUnit | nn.Module]:
+    """A sequential's layers with every conv grouped with the BN and ReLU right after it into a `ConvUnit`."""
+    layers = list(layers)
+    out: list[ConvUnit | nn.Module] = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if not isinstance(layer, nn.Conv2d):
+            out.append(layer)
+            i += 1
+            continue
+        bn = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d) else None
+        j = i + 1 + (bn is not None)
+        relu = j < len(layers) and type(layers[j]) is nn.ReLU
+        out.append(ConvUnit(layer, bn, relu))
+        i = j + relu
+    return out
 
 
 class ComputeMaskLike(Protocol):
-    executor: "ConvExecution"
+    execution: "ConvExecution"
 
     def at(self, height: int, width: int) -> Tensor: ...
 
 
 class ConvExecution(Protocol):
-    """How a masked convolution is executed. Must return the conv output at computed positions and the RBF fill
-    elsewhere, i.e. equal `EmulatedExecution` up to float rounding."""
+    """How masked convolutions are executed. Must return the conv output at computed positions and the RBF fill
+    elsewhere, i.e. equal `EmulatedExecution` up to float rounding; `conv_unit` must equal `ConvUnit.reference`."""
 
     name: str
 
     def masked_conv(self, conv: MaskedConv2d, x: Tensor, mask: ComputeMaskLike) -> Tensor: ...
+
+    def conv_unit(self, unit: ConvUnit, x: Tensor, mask: ComputeMaskLike, residual: Tensor | None) -> Tensor: ...
+
+    def describe(self, device: torch.device | str = "cpu") -> str: ...
 
 
 def rbf_fill(conv: MaskedConv2d, kept: Tensor) -> Tensor:
@@ -104,14 +149,8 @@ class EmulatedExecution:
         kept = y * m
         return kept + rbf_fill(conv, kept) * (1 - m)
 
+    def conv_unit(self, unit: ConvUnit, x: Tensor, mask: ComputeMaskLike, residual: Tensor | None) -> Tensor:
+        return unit.reference(x, mask, residual)
 
-EXECUTIONS: dict[str, type] = {"emulate": EmulatedExecution}
-
-
-def make_execution(name: str) -> ConvExecution:
-    if name == "sparse" and name not in EXECUTIONS:
-        from . import sparse  # noqa: F401  (registers "sparse"; imported on demand to keep startup cheap)
-    try:
-        return EXECUTIONS[name]()
-    except KeyError:
-        raise ValueError(f"unknown execution {name!r}; known: {sorted(EXECUTIONS)}") from None
+    def describe(self, device: torch.device | str = "cpu") -> str:
+        return "emulate (dense conv, then mask and RBF fill: the authors' semantics)"

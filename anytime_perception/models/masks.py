@@ -24,11 +24,11 @@ class ComputeMask:
     backend needs (index lists, fractions) are memoised per resolution for the lifetime of this mask.
     """
 
-    def __init__(self, base: Tensor, executor: ConvExecution):
+    def __init__(self, base: Tensor, execution: ConvExecution):
         if base.dim() != 4 or base.shape[1] != 1:
             raise ValueError(f"compute mask must be (B, 1, H, W), got {tuple(base.shape)}")
         self.base = base
-        self.executor = executor
+        self.execution = execution
         self._memo: dict[Any, Any] = {}
 
     def at(self, height: int, width: int) -> Tensor:

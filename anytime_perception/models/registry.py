@@ -13,6 +13,7 @@ import os
 import torch
 
 from .anytime import AnytimeHRNet
+from .checkpoint import load_checkpoint
 from .configs import ModelConfig
 
 VARIANTS = {
@@ -40,10 +41,12 @@ OVERRIDABLE = {f.name for f in dataclasses.fields(ModelConfig)} - {"backbone", "
 
 
 def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style `pattern`."""
     return sorted(n for n in MODEL_CONFIGS if fnmatch.fnmatch(n, pattern))
 
 
 def model_config(name: str, **overrides) -> ModelConfig:
+    """The config of model `name` with `overrides` applied and validated."""
     if name not in MODEL_CONFIGS:
         close = [n for n in MODEL_CONFIGS if name.split("_")[-1] in n] or list_models()
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(close))}")
@@ -58,12 +61,12 @@ def model_config(name: str, **overrides) -> ModelConfig:
 def create_model(name: str, checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None,
                  **overrides) -> AnytimeHRNet:
     """Build a registered model. `checkpoint` loads weights in any supported layout (see checkpoint.py);
-    overrides: num_classes, conf_threshold, criterion, top_ratio, inter_channels, rh_depths, execution, ..."""
+    overrides: num_classes, conf_threshold, criterion, top_ratio, inter_channels, rh_depths, execution, ...
+    `execution` ("auto", "sparse" or "emulate", see execution.py) is resolved for `device` (default: the CPU)."""
     model = AnytimeHRNet(model_config(name, **overrides))
     if checkpoint is not None:
-        from .checkpoint import load_checkpoint
-
         load_checkpoint(model, checkpoint)
     if device is not None:
         model.to(device)
+        model.set_execution(model.config.execution, device)
     return model.eval()

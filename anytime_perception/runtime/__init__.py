@@ -1,22 +1,28 @@
 """The anytime runtime: deadlines, preemption, priorities and resumable jobs over the staged model (no ROS here).
 
-    executor = AnytimeExecutor(model, policies=Policies.from_config({"deadline": "predictive"}),
-                               sources={"front": SourceConfig(priority=1, budget=0.1)}, on_result=publish)
-    executor.start()
-    executor.submit(Job(images, stamp=t, frame_id="cam_front", source="front"))
+    scheduler = AnytimeScheduler(model, policies=Policies.from_config({"deadline": "predictive"}),
+                                 sources={"front": SourceConfig(priority=1, budget=0.1)}, on_result=publish)
+    scheduler.start()
+    scheduler.submit(Job(images, stamp=t, frame_id="cam_front", source="front"))
+
+`model` is any `StagedModel` (protocol.py): `AnytimeHRNet`, or the test doubles of `runtime.testing`.
 """
 from .clock import Clock, FakeClock, SystemClock
-from .executor import AnytimeExecutor
 from .jobs import CATEGORIES, EndReason, Job, JobEnd, JobResult, SourceConfig, Timings
 from .latency import LatencyModel
 from .policies import (REGISTRY as POLICY_REGISTRY, ArrivalOrder, DeadlinePolicy, DropPreempted, FinishThenLatest,
                        FramePolicy, IgnoreDeadlines, KeepAllFrames, NewestFrameWins, Policies, PredictiveDeadline,
                        PriorityPolicy, PriorityThenEDF, StopAtDeadline, SuspendPolicy, SuspendResume, make_policy)
+from .protocol import StagedModel
+from .scheduler import AnytimeScheduler
 from .stats import Histogram, RuntimeStats, SourceStats
 
+# The former name, still used by `ros/node.py`; drop it once the node says AnytimeScheduler.
+AnytimeExecutor = AnytimeScheduler
+
 __all__ = [
-    "AnytimeExecutor", "Job", "JobResult", "JobEnd", "EndReason", "SourceConfig", "Timings", "CATEGORIES",
-    "Clock", "SystemClock", "FakeClock", "LatencyModel",
+    "AnytimeScheduler", "StagedModel", "Job", "JobResult", "JobEnd", "EndReason", "SourceConfig", "Timings",
+    "CATEGORIES", "Clock", "SystemClock", "FakeClock", "LatencyModel",
     "Policies", "make_policy", "POLICY_REGISTRY", "FramePolicy", "DeadlinePolicy", "PriorityPolicy", "SuspendPolicy",
     "NewestFrameWins", "FinishThenLatest", "KeepAllFrames", "IgnoreDeadlines", "StopAtDeadline",
     "PredictiveDeadline", "PriorityThenEDF", "ArrivalOrder", "DropPreempted", "SuspendResume",

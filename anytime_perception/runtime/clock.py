@@ -1,4 +1,4 @@
-"""Clocks the executor reads. Injectable so tests run on scripted time, and so a ROS node can supply ROS time.
+"""Clocks the scheduler reads. Injectable so tests run on scripted time, and so a ROS node can supply ROS time.
 
 Two readings, because they answer different questions: `now()` is in the timebase of frame stamps (deadlines,
 end-to-end latency; ROS time, possibly simulated), `monotonic()` measures how long computation takes (queue

@@ -1,4 +1,4 @@
-"""What goes into the executor (jobs, source settings) and what comes out (one result per exit, one end per job)."""
+"""What goes into the scheduler (jobs, source settings) and what comes out (one result per exit, one end per job)."""
 from __future__ import annotations
 
 import math
@@ -18,13 +18,13 @@ class EndReason(str, Enum):
     DEADLINE = "deadline"  # its deadline passed while it ran
     PREDICTED_MISS = "predicted_miss"  # the next exit was predicted to finish after the deadline
     PREEMPTED = "preempted"  # a newer frame or a higher-priority job took the worker and it was not kept
-    CANCELLED = "cancelled"  # `executor.cancel(job_id)`
+    CANCELLED = "cancelled"  # `scheduler.cancel(job_id)`
     SUPERSEDED = "superseded"  # a newer frame from its source replaced it in the queue before it started
     EXPIRED = "expired"  # its deadline passed, or its first exit could not finish in time, before it started
     STALE = "stale"  # suspended for longer than the suspend policy allows
     EVICTED = "evicted"  # suspended, then pushed out by a more important suspended job (count bound)
     FAILED = "failed"  # the model raised; the exception is logged
-    SHUTDOWN = "shutdown"  # the executor stopped
+    SHUTDOWN = "shutdown"  # the scheduler stopped
 
     def __str__(self) -> str:
         return self.value
@@ -50,7 +50,7 @@ CATEGORY = {
 class Job:
     """One frame to run through the model.
 
-    `images`: (3, H, W) or (B, 3, H, W), normalised like the model's training data; moved to the executor's device
+    `images`: (3, H, W) or (B, 3, H, W), normalised like the model's training data; moved to the scheduler's device
     when the job starts. `stamp`: capture time in the clock's `now()` timebase (seconds; for ROS, the header
     stamp). `priority` and `deadline` (absolute, same timebase) default to the source's settings; `meta` is carried
     untouched into every result (a ROS header, a sequence number, ...).
@@ -101,7 +101,7 @@ class JobResult:
 
     job_id: int
     job: Job
-    exit: ExitResult  # the model's output; tensors stay on the executor's device
+    exit: ExitResult  # the model's output; tensors stay on the scheduler's device
     is_final: bool
     final_reason: EndReason | None
     priority: int
@@ -137,7 +137,7 @@ class JobEnd:
 
 
 class JobRecord:
-    """The executor's bookkeeping for one job. Policies read it; only the executor writes it."""
+    """The scheduler's bookkeeping for one job. Policies read it; only the scheduler writes it."""
 
     __slots__ = ("id", "job", "priority", "deadline", "received_at", "status", "state", "started_at",
                  "queue_wait", "exits_delivered", "blocked_until", "preemption_blocked", "resumed_at", "suspended_at", "suspensions",

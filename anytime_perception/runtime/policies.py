@@ -1,4 +1,4 @@
-"""Scheduling policies: small objects, each answering one question the executor asks between model steps.
+"""Scheduling policies: small objects, each answering one question the scheduler asks between model steps.
 
 - frames: does a newer frame from the same source replace an older one? (`newest_wins`, `finish_then_latest`,
   `fifo`)
@@ -195,7 +195,7 @@ class SuspendPolicy(Policy):
     max_suspended: int = 0
 
     def keep(self, job: JobRecord, now: float) -> bool:
-        """Asked when a job is preempted and again whenever the executor schedules; False drops it as stale."""
+        """Asked when a job is preempted and again whenever the scheduler schedules; False drops it as stale."""
         raise NotImplementedError
 
 

@@ -1,4 +1,4 @@
-"""Accounting: plain objects, snapshotted under the executor's lock so that they always add up.
+"""Accounting: plain objects, snapshotted under the scheduler's lock so that they always add up.
 
 Per source: received = completed + preempted + dropped + queued + running + suspended, and the end reasons sum
 to completed + preempted + dropped (each reason belongs to one category, see `EndReason.category`).

@@ -1,6 +1,6 @@
 """Stand-ins for tests: a staged model whose steps take scripted time on a `FakeClock`.
 
-With both, every decision the executor makes is deterministic: a test says how long each step takes, schedules
+With both, every decision the scheduler makes is deterministic: a test says how long each step takes, schedules
 frame arrivals with `clock.call_at` (they happen "during" the step that spans their time) and checks which exits
 come out, in which order, and why jobs end.
 """
@@ -13,8 +13,8 @@ from torch import Tensor
 
 from ..models.anytime import AnytimeState, ExitResult, Step
 from .clock import FakeClock
-from .executor import AnytimeExecutor
 from .jobs import Job, JobEnd, JobResult
+from .scheduler import AnytimeScheduler
 
 # (name, seconds): four exits, like the real model's exit1 .. exit4 with modules between them.
 DEFAULT_STEPS: tuple[tuple[str, float], ...] = (
@@ -26,8 +26,7 @@ DEFAULT_STEPS: tuple[tuple[str, float], ...] = (
 
 
 class ScriptedModel:
-    """Has the staged-model interface the executor uses (`steps`, `num_exits`, `begin`, `advance`,
-    `step_gflops`).
+    """A `runtime.protocol.StagedModel` (with `step_gflops`) whose steps take scripted time on a `FakeClock`.
 
     A step lasts its scripted seconds times `time_scale`; steps after the first exit are "masked": they last (and
     cost) their seconds times the fraction computed there, which `fractions(exit_index, state)` chooses after
@@ -89,23 +88,23 @@ class ScriptedModel:
         return result
 
 
-class ExecutorHarness:
-    """A synchronous executor on a `ScriptedModel` and a `FakeClock` that records every result and end.
+class SchedulerHarness:
+    """A synchronous scheduler on a `ScriptedModel` and a `FakeClock` that records every result and end.
 
     Frames are named by `frame_id`; `submit_at(t, "f2")` makes frame f2 arrive (stamped t) when the clock passes
     t, which may be in the middle of a step. `run()` runs until every job has ended.
     """
 
     def __init__(self, steps: Sequence[tuple[str, float]] = DEFAULT_STEPS,
-                 fractions: Callable[[int, AnytimeState], float] | None = None, **executor_kwargs):
+                 fractions: Callable[[int, AnytimeState], float] | None = None, **scheduler_kwargs):
         self.clock = FakeClock()
         self.model = ScriptedModel(self.clock, steps, fractions)
         self.results: list[JobResult] = []
         self.ends: list[JobEnd] = []
         self.events: list[tuple] = []  # ("result", frame_id, exit index) and ("end", frame_id, reason), in order
         self.ids: dict[str, int] = {}
-        self.executor = AnytimeExecutor(self.model, clock=self.clock, on_result=self._on_result, on_end=self._on_end,
-                                        **executor_kwargs)
+        self.scheduler = AnytimeScheduler(self.model, clock=self.clock, on_result=self._on_result,
+                                          on_end=self._on_end, **scheduler_kwargs)
 
     def _on_result(self, result: JobResult) -> None:
         self.results.append(result)
@@ -119,14 +118,14 @@ class ExecutorHarness:
                **job_fields) -> int:
         stamp = self.clock.now() if stamp is None else stamp
         job = Job(torch.full((3, 2, 2), float(value)), stamp=stamp, frame_id=frame_id, source=source, **job_fields)
-        self.ids[frame_id] = self.executor.submit(job)
+        self.ids[frame_id] = self.scheduler.submit(job)
         return self.ids[frame_id]
 
     def submit_at(self, when: float, frame_id: str, **kwargs) -> None:
         self.clock.call_at(when, lambda: self.submit(frame_id, stamp=when, **kwargs))
 
     def run(self) -> int:
-        return self.executor.run_until_idle()
+        return self.scheduler.run_until_idle()
 
     # ----- reading what happened ----------------------------------------------------------------------------------
     def exits(self, frame_id: str) -> list[int]:

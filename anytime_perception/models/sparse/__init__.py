@@ -2,13 +2,11 @@
 
     model = create_model("adpc_hrnet_w48_seg", execution="sparse")
 
-See `executor.py` for the design; `build.py` builds the optional C++ extension (CPU), `fold.py` the BN-folded dense
-model used as the fair dense baseline in `benchmarks/sparse_speedup.py`.
+See `units.py` for the design (it runs the blocks' conv units); `tables.py` builds the index tables of a mask,
+`build.py` the optional C++ extension (CPU), `fold.py` the BN-folded dense model used as the fair dense baseline in
+`benchmarks/sparse_speedup.py`. The name -> execution table is `models/execution.py`.
 """
-from ..masked_conv import EXECUTIONS
-from ._ext import extension
-from .executor import DENSE_ABOVE, SparseExecution
+from ._ext import extension, load_error
+from .units import DENSE_ABOVE, SparseExecution
 
-EXECUTIONS["sparse"] = SparseExecution
-
-__all__ = ["SparseExecution", "DENSE_ABOVE", "extension"]
+__all__ = ["SparseExecution", "DENSE_ABOVE", "extension", "load_error"]

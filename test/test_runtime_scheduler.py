@@ -1,4 +1,4 @@
-"""The executor's contract: accounting that always adds up, result and end delivery, timings, cancellation,
+"""The scheduler's contract: accounting that always adds up, result and end delivery, timings, cancellation,
 threads, failures, and the latency model. Scripted model and fake clock throughout (see test_runtime_policies)."""
 import math
 import random
@@ -7,9 +7,9 @@ import threading
 import pytest
 import torch
 
-from anytime_perception.runtime import (AnytimeExecutor, FakeClock, Job, LatencyModel, Policies, SourceConfig,
+from anytime_perception.runtime import (AnytimeScheduler, FakeClock, Job, LatencyModel, Policies, SourceConfig,
                                         make_policy)
-from anytime_perception.runtime.testing import DEFAULT_STEPS, ExecutorHarness, ScriptedModel
+from anytime_perception.runtime.testing import DEFAULT_STEPS, SchedulerHarness, ScriptedModel
 
 ALL_STEPS = [name for name, _ in DEFAULT_STEPS]
 
@@ -31,7 +31,7 @@ def test_accounting_adds_up_at_every_step_under_random_traffic(mix):
     rng = random.Random(sum(map(ord, mix)))
     sources = {"front": SourceConfig(priority=1, budget=9.0), "rear": SourceConfig(budget=14.0),
                "side": SourceConfig(budget=None)}
-    h = ExecutorHarness(policies=Policies.from_config(POLICY_MIXES[mix]), sources=sources,
+    h = SchedulerHarness(policies=Policies.from_config(POLICY_MIXES[mix]), sources=sources,
                         fractions=lambda i, state: rng.choice([0.25, 0.5, 1.0]))
     t = 0.0
     for n in range(80):
@@ -41,21 +41,21 @@ def test_accounting_adds_up_at_every_step_under_random_traffic(mix):
         h.submit_at(t, f"{source}{n}", source=source, **extra)
         if rng.random() < 0.1:  # cancel an earlier frame, whatever state it is in by then
             victim = f"{source}{max(0, n - rng.randint(0, 3))}"
-            h.clock.call_at(t + rng.random() * 3, lambda v=victim: h.executor.cancel(h.ids[v]) if v in h.ids else None)
+            h.clock.call_at(t + rng.random() * 3, lambda v=victim: h.scheduler.cancel(h.ids[v]) if v in h.ids else None)
 
     snapshots = 0
-    while h.executor.run_once() or h.clock.next_event is not None:
-        if not h.executor.in_flight and h.clock.next_event is not None:  # idle: let the next arrival happen
+    while h.scheduler.run_once() or h.clock.next_event is not None:
+        if not h.scheduler.in_flight and h.clock.next_event is not None:  # idle: let the next arrival happen
             h.clock.advance_to(h.clock.next_event)
-        stats = h.executor.stats()
+        stats = h.scheduler.stats()
         assert stats.balanced, stats.as_dict()
         total = stats.total
-        assert total.in_flight == h.executor.in_flight
+        assert total.in_flight == h.scheduler.in_flight
         assert total.received == total.completed + total.preempted + total.dropped + total.in_flight
         snapshots += 1
     assert snapshots > 100
 
-    stats = h.executor.stats()
+    stats = h.scheduler.stats()
     total = stats.total
     assert total.received == 80 and total.in_flight == 0 and len(h.ends) == 80
     assert sorted(e.job_id for e in h.ends) == sorted(h.ids.values())  # exactly one end per job
@@ -84,7 +84,7 @@ def test_accounting_adds_up_at_every_step_under_random_traffic(mix):
 
 
 def test_timings_of_results_and_ends():
-    h = ExecutorHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none"}))
+    h = SchedulerHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none"}))
     h.submit("f1", stamp=-0.5)  # captured half a second before it was submitted
     h.submit("f2")
     h.run()
@@ -103,11 +103,11 @@ def test_timings_of_results_and_ends():
 
 
 def test_stats_histograms_and_snapshot_isolation():
-    h = ExecutorHarness(policies=Policies.from_config({"deadline": "none"}),
+    h = SchedulerHarness(policies=Policies.from_config({"deadline": "none"}),
                         sources={"cam": SourceConfig(budget=6.0)})
     h.submit("f1")
     h.run()
-    stats = h.executor.stats()
+    stats = h.scheduler.stats()
     s = stats.sources["cam"]
     assert {k: v.count for k, v in s.latency.items()} == {1: 1, 2: 1, 3: 1, 4: 1}
     assert s.latency[3].max == 8.0 and s.latency[3].quantile(0.5) == 8.0
@@ -118,18 +118,18 @@ def test_stats_histograms_and_snapshot_isolation():
     assert stats.policies["frames"] == {"name": "newest_wins", "min_exits_before_preempt": 1}
     h.submit("f2")
     h.run()
-    assert stats.sources["cam"].received == 1 and h.executor.stats().sources["cam"].received == 2
-    d = h.executor.stats().as_dict()
+    assert stats.sources["cam"].received == 1 and h.scheduler.stats().sources["cam"].received == 2
+    d = h.scheduler.stats().as_dict()
     assert d["balanced"] and d["total"]["completed"] == 2 and d["sources"]["cam"]["in_flight"] == 0
 
 
 def test_cancel_waiting_running_and_suspended_jobs():
-    h = ExecutorHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none",
+    h = SchedulerHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none",
                                                        "suspend": {"name": "suspend", "max_age": 100.0}}))
     h.submit("running", source="a")
     h.submit("queued", source="a")
-    assert h.executor.cancel(h.ids["queued"]) and not h.executor.cancel(h.ids["queued"])
-    h.clock.call_at(3.0, lambda: h.executor.cancel(h.ids["running"]))  # during module2
+    assert h.scheduler.cancel(h.ids["queued"]) and not h.scheduler.cancel(h.ids["queued"])
+    h.clock.call_at(3.0, lambda: h.scheduler.cancel(h.ids["running"]))  # during module2
     h.run()
     assert h.reason("queued") == "cancelled" and h.steps_run("queued") == []
     assert h.reason("running") == "cancelled" and h.steps_run("running") == ALL_STEPS[:3]
@@ -137,23 +137,23 @@ def test_cancel_waiting_running_and_suspended_jobs():
 
     h.submit("low", source="b")
     h.submit_at(h.clock.now() + 0.5, "high", source="c", priority=1)
-    h.clock.call_at(h.clock.now() + 2.0, lambda: h.executor.cancel(h.ids["low"]))  # low is suspended by then
+    h.clock.call_at(h.clock.now() + 2.0, lambda: h.scheduler.cancel(h.ids["low"]))  # low is suspended by then
     h.run()
     assert h.reason("low") == "cancelled" and h.steps_run("low") == ["stem"]
     assert h.reason("high") == "last_exit"
-    assert h.executor.stats().total.ended_by_reason == {"cancelled": 3, "last_exit": 1}
-    assert not h.executor.cancel(12345)
+    assert h.scheduler.stats().total.ended_by_reason == {"cancelled": 3, "last_exit": 1}
+    assert not h.scheduler.cancel(12345)
 
 
 def test_stop_ends_everything_in_flight_with_shutdown():
-    h = ExecutorHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none"}))
+    h = SchedulerHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none"}))
     h.submit("f1")
     h.submit("f2")
     for _ in range(3):
-        h.executor.run_once()
-    h.executor.stop()
+        h.scheduler.run_once()
+    h.scheduler.stop()
     assert h.reason("f1") == "shutdown" and h.exits("f1") == [1] and h.reason("f2") == "shutdown"
-    stats = h.executor.stats()
+    stats = h.scheduler.stats()
     assert stats.balanced and stats.total.dropped == 2 and stats.total.in_flight == 0
 
 
@@ -166,43 +166,43 @@ def test_threaded_worker_delivers_on_its_own_thread():
         threads.add(threading.current_thread().name)
         ends.append(end)
 
-    executor = AnytimeExecutor(model, clock=clock, policies=Policies.from_config({"deadline": "none"}),
+    scheduler = AnytimeScheduler(model, clock=clock, policies=Policies.from_config({"deadline": "none"}),
                                on_result=lambda r: threads.add(threading.current_thread().name), on_end=on_end,
                                name="test-worker")
-    with executor:
+    with scheduler:
         last = {}
         for n in range(12):
             source = ("a", "b")[n % 2]
-            last[source] = executor.submit(Job(torch.zeros(3, 2, 2), stamp=clock.now(), source=source))
-        assert executor.wait_idle(timeout=30)
+            last[source] = scheduler.submit(Job(torch.zeros(3, 2, 2), stamp=clock.now(), source=source))
+        assert scheduler.wait_idle(timeout=30)
     assert threads == {"test-worker"}
     assert len(ends) == 12
     by_id = {e.job_id: e for e in ends}
     assert all(by_id[i].reason == "last_exit" for i in last.values())  # nothing newer came for the last frames
-    stats = executor.stats()
+    stats = scheduler.stats()
     assert stats.balanced and stats.total.received == 12 and stats.total.in_flight == 0
-    executor.start()  # restartable, and then not usable synchronously
+    scheduler.start()  # restartable, and then not usable synchronously
     with pytest.raises(RuntimeError, match="worker thread is running"):
-        executor.run_once()
-    executor.stop()
+        scheduler.run_once()
+    scheduler.stop()
 
 
 def test_stop_from_a_callback_stops_the_worker_after_the_callback():
     clock = FakeClock()
     ends = []
-    executor = AnytimeExecutor(ScriptedModel(clock), clock=clock, policies=Policies.from_config({"deadline": "none"}),
+    scheduler = AnytimeScheduler(ScriptedModel(clock), clock=clock, policies=Policies.from_config({"deadline": "none"}),
                                on_end=ends.append)
-    executor.on_result = lambda r: executor.stop()
-    executor.start()
-    executor.submit(Job(torch.zeros(3, 2, 2), stamp=0.0))
-    assert executor.wait_idle(timeout=30)
+    scheduler.on_result = lambda r: scheduler.stop()
+    scheduler.start()
+    scheduler.submit(Job(torch.zeros(3, 2, 2), stamp=0.0))
+    assert scheduler.wait_idle(timeout=30)
     assert [str(e.reason) for e in ends] == ["shutdown"] and ends[0].exits_delivered == 1
-    executor.start()  # startable again
-    executor.stop()
+    scheduler.start()  # startable again
+    scheduler.stop()
 
 
 def test_a_failing_step_ends_only_its_job_and_a_failing_callback_is_survived(caplog):
-    h = ExecutorHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none"}))
+    h = SchedulerHarness(policies=Policies.from_config({"frames": "fifo", "deadline": "none"}))
     original = h.model.advance
 
     def advance(state):
@@ -211,28 +211,28 @@ def test_a_failing_step_ends_only_its_job_and_a_failing_callback_is_survived(cap
         return original(state)
 
     h.model.advance = advance
-    h.executor.on_result = lambda r: (_ for _ in ()).throw(ValueError("subscriber bug"))
+    h.scheduler.on_result = lambda r: (_ for _ in ()).throw(ValueError("subscriber bug"))
     h.submit("bad")
     h.submit("good")
     h.run()
     assert h.reason("bad") == "failed" and h.reason("good") == "last_exit"
     assert "out of memory (scripted)" in caplog.text and "subscriber bug" in caplog.text
-    assert h.executor.stats().total.dropped == 1
+    assert h.scheduler.stats().total.dropped == 1
 
 
 def test_the_device_is_synchronised_after_every_step():
     clock = FakeClock()
     calls = []
-    executor = AnytimeExecutor(ScriptedModel(clock), clock=clock, synchronize=lambda: calls.append(clock.now()))
-    executor.submit(Job(torch.zeros(1, 3, 2, 2), stamp=0.0))
-    assert executor.run_until_idle() == 8
+    scheduler = AnytimeScheduler(ScriptedModel(clock), clock=clock, synchronize=lambda: calls.append(clock.now()))
+    scheduler.submit(Job(torch.zeros(1, 3, 2, 2), stamp=0.0))
+    assert scheduler.run_until_idle() == 8
     assert calls == [1.0, 2.0, 4.0, 5.0, 7.0, 8.0, 10.0, 11.0]
 
 
 def test_submit_and_policy_validation():
-    executor = AnytimeExecutor(ScriptedModel(FakeClock()), clock=FakeClock())
+    scheduler = AnytimeScheduler(ScriptedModel(FakeClock()), clock=FakeClock())
     with pytest.raises(ValueError, match="tensor"):
-        executor.submit(Job(torch.zeros(2, 2), stamp=0.0))
+        scheduler.submit(Job(torch.zeros(2, 2), stamp=0.0))
     with pytest.raises(ValueError, match="choose one of: newest_wins, finish_then_latest, fifo"):
         Policies.from_config({"frames": "latest"})
     with pytest.raises(ValueError, match="takes: min_exits_before_preempt"):
@@ -252,20 +252,20 @@ def test_submit_and_policy_validation():
 
 
 def test_policies_can_change_while_running():
-    h = ExecutorHarness(policies=Policies.from_config({"frames": "finish_then_latest", "deadline": "none"}))
+    h = SchedulerHarness(policies=Policies.from_config({"frames": "finish_then_latest", "deadline": "none"}))
     h.submit("f1")
     h.submit_at(0.5, "f2")
-    h.clock.call_at(3.0, lambda: h.executor.set_policies(Policies.from_config({"frames": "newest_wins"})))
+    h.clock.call_at(3.0, lambda: h.scheduler.set_policies(Policies.from_config({"frames": "newest_wins"})))
     h.run()
     assert h.steps_run("f1") == ALL_STEPS[:3] and h.reason("f1") == "preempted"
-    assert h.executor.stats().policies["frames"]["name"] == "newest_wins"
+    assert h.scheduler.stats().policies["frames"]["name"] == "newest_wins"
 
 
 def test_source_configuration_applies_to_later_jobs():
-    h = ExecutorHarness()
-    h.executor.configure_source("cam", SourceConfig(priority=2, budget=0.5))
+    h = SchedulerHarness()
+    h.scheduler.configure_source("cam", SourceConfig(priority=2, budget=0.5))
     h.submit("f1", source="cam", stamp=10.0)
-    assert h.executor.source_config("cam").priority == 2
+    assert h.scheduler.source_config("cam").priority == 2
     h.run()
     assert h.end("f1").priority == 2 and h.end("f1").deadline == 10.5
 

@@ -1,4 +1,4 @@
-"""The anytime executor: one worker per device turns submitted frames into a stream of exit results.
+"""The anytime scheduler: one worker per device turns submitted frames into a stream of exit results.
 
 The worker runs one model step at a time (stem, layer1, a transition, one HRNet module or an exit head) and asks
 the policies before every step whether the running job goes on, so a newer frame, a higher-priority job, a
@@ -7,7 +7,7 @@ computed; every job ends with exactly one `on_end`.
 
 Threads: `submit`, `cancel`, `configure_source`, `set_policies` and `stats` may be called from any thread. The
 model runs outside the lock, so submitting never waits for a step. Callbacks run on the worker thread (or on the
-thread calling `run_once` / `stop`), never under the lock, so they may call back into the executor.
+thread calling `run_once` / `stop`), never under the lock, so they may call back into the scheduler.
 
 Timing on CUDA: the worker synchronises the device after every step (`torch.cuda.synchronize`). Deciding between
 steps needs the step to have *finished* (a deadline check against kernels still queued would be meaningless), and
@@ -31,6 +31,7 @@ from .clock import Clock, SystemClock
 from .jobs import EndReason, Job, JobEnd, JobRecord, JobResult, SourceConfig, Timings
 from .latency import LatencyModel
 from .policies import Policies
+from .protocol import StagedModel
 from .stats import Histogram, RuntimeStats, SourceStats
 from .work import StepWork
 
@@ -40,7 +41,7 @@ ResultCallback = Callable[[JobResult], Any]
 EndCallback = Callable[[JobEnd], Any]
 
 
-def _model_device(model) -> torch.device:
+def _model_device(model: StagedModel) -> torch.device:
     if hasattr(model, "parameters"):
         first = next(iter(model.parameters()), None)
         if first is not None:
@@ -54,11 +55,11 @@ def _synchronizer(device: torch.device) -> Callable[[], None] | None:
     return None
 
 
-class AnytimeExecutor:
+class AnytimeScheduler:
     """Runs jobs on a staged anytime model under the given policies.
 
-    `model`: an `AnytimeHRNet` (or anything with `steps`, `num_exits`, `begin`, `advance`, optionally
-    `step_gflops`, e.g. `runtime.testing.ScriptedModel`), already on its device and in eval mode.
+    `model`: a `runtime.protocol.StagedModel` (an `AnytimeHRNet`, or a test double such as
+    `runtime.testing.ScriptedModel`), already on its device and in eval mode.
     `sources`: per-source priority and budget; unknown sources use `default_source`.
     `synchronize`: called after every step to wait for the device; defaults to CUDA synchronisation on CUDA.
 
@@ -66,11 +67,11 @@ class AnytimeExecutor:
     (one model step) or `run_until_idle()` on your own thread.
     """
 
-    def __init__(self, model, *, policies: Policies | None = None, clock: Clock | None = None,
+    def __init__(self, model: StagedModel, *, policies: Policies | None = None, clock: Clock | None = None,
                  on_result: ResultCallback | None = None, on_end: EndCallback | None = None,
                  sources: Mapping[str, SourceConfig] | None = None, default_source: SourceConfig | None = None,
                  device: str | torch.device | None = None, latency_model: LatencyModel | None = None,
-                 synchronize: Callable[[], None] | None = None, name: str = "anytime-executor"):
+                 synchronize: Callable[[], None] | None = None, name: str = "anytime-scheduler"):
         self.model = model
         self.clock: Clock = clock or SystemClock()
         self.on_result = on_result
@@ -179,7 +180,7 @@ class AnytimeExecutor:
         """Start the worker thread."""
         with self._cond:
             if self._thread is not None:
-                raise RuntimeError("the executor is already running")
+                raise RuntimeError("the scheduler is already running")
             self._stop_requested = False
             self._worker_idle = False
             self._thread = threading.Thread(target=self._run_worker, name=self.name, daemon=True)
@@ -214,7 +215,7 @@ class AnytimeExecutor:
         with self._cond:
             return self._cond.wait_for(lambda: not self._live and not self._notes and self._worker_idle, timeout)
 
-    def __enter__(self) -> AnytimeExecutor:
+    def __enter__(self) -> AnytimeScheduler:
         self.start()
         return self
 
@@ -225,7 +226,7 @@ class AnytimeExecutor:
         """Synchronous mode: do the next piece of work (at most one model step, plus any scheduling decisions and
         callbacks) on this thread. Returns False when there was nothing to do."""
         if self._thread is not None:
-            raise RuntimeError("the worker thread is running; run_once is for an executor that was not started")
+            raise RuntimeError("the worker thread is running; run_once is for an scheduler that was not started")
         with torch.inference_mode():
             return self._iterate()
 

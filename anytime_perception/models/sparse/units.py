@@ -1,8 +1,8 @@
 """`SparseExecution`: masked convolutions that compute only their active output pixels.
 
 Same results as `EmulatedExecution` (the authors' dense emulation) up to float rounding, for every conv kind HRNet
-uses. A masked conv is run as a *unit* with what follows it when the model lets the executor see it
-(`masked_conv.executor_unit`): conv -> eval BatchNorm -> (+ residual) -> ReLU, so that
+uses. A masked conv is run as a *unit* with what follows it, as the blocks describe their forward
+(`masked_conv.ConvUnit`): conv -> eval BatchNorm -> (+ residual) -> ReLU, so that
 
 - computed pixels: the conv with BN folded into weights and bias (fp32: the extension's AVX-512 direct kernel;
   bf16: the extension's AMX tile kernel on im2col rows gathered into an L2-sized per-thread buffer, or without AMX
@@ -31,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..blocks import BasicBlock, Bottleneck, MaskedSequential
-from ..masked_conv import EmulatedExecution, MaskedConv2d, call
+from ..masked_conv import ConvUnit, EmulatedExecution, MaskedConv2d
 from . import tables
-from ._ext import extension
+from ._ext import extension, load_error
 
 # Per-layer dense fallback: above this share of active output pixels a conv runs densely (oneDNN) and the fused
 # epilogue fixes the skipped pixels. Keyed by (dtype, kernel, stride): ((max C_out, threshold), ...). Crossovers
@@ -137,6 +136,13 @@ def _supported(conv: nn.Conv2d) -> bool:
 
 
 class SparseExecution:
+    """Computes masked convolutions (and the conv units around them) at their computed pixels only.
+
+    `backend`: "auto" (the C++ extension where it applies, PyTorch ops elsewhere), "cpp" (fails without the
+    extension) or "torch". `dense_above`: a share of active pixels above which a conv runs densely (a number, or
+    a table like `DENSE_ABOVE`). `fuse=False` runs each masked conv alone (BN, residual and ReLU as modules).
+    """
+
     name = "sparse"
 
     def __init__(self, backend: str = "auto", dense_above: float | dict | None = None, fuse: bool = True):
@@ -164,49 +170,31 @@ class SparseExecution:
     def masked_conv(self, conv: MaskedConv2d, x: Tensor, mask) -> Tensor:
         return self.unit(conv, None, False, x, mask)
 
-    def forward_unit(self, module: nn.Module, x: Tensor, mask):
-        """Run a conv-BN-ReLU sequence or a residual block as fused units; None for modules not handled here."""
-        if not self.fuse:
-            return None
-        if isinstance(module, MaskedSequential):
-            return self._sequential(module, x, mask)
-        if isinstance(module, BasicBlock):
-            residual = x if module.downsample is None else call(module.downsample, x, mask)
-            out = self._conv_bn_act(module.conv1, module.bn1, x, mask, relu=True)
-            return self._conv_bn_act(module.conv2, module.bn2, out, mask, relu=True, residual=residual)
-        if isinstance(module, Bottleneck):
-            residual = x if module.downsample is None else call(module.downsample, x, mask)
-            out = self._conv_bn_act(module.conv1, module.bn1, x, mask, relu=True)
-            out = self._conv_bn_act(module.conv2, module.bn2, out, mask, relu=True)
-            return self._conv_bn_act(module.conv3, module.bn3, out, mask, relu=True, residual=residual)
-        return None
+    def conv_unit(self, unit: ConvUnit, x: Tensor, mask, residual: Tensor | None) -> Tensor:
+        """A block's conv unit, fused; units with nothing to fuse (plain convs, BN with batch statistics, or
+        `fuse=False`) run as their modules do, each masked conv sparse."""
+        conv, bn = unit.conv, unit.bn
+        if isinstance(bn, nn.Identity):  # BN folded away by fold_batchnorm
+            bn = None
+        if (not self.fuse or not isinstance(conv, MaskedConv2d)
+                or (bn is not None and (bn.training or not bn.track_running_stats))):
+            return unit.reference(x, mask, residual)
+        return self.unit(conv, bn, unit.relu, x, mask, residual)
 
-    def _sequential(self, seq: MaskedSequential, x: Tensor, mask) -> Tensor:
-        layers = list(seq)
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            if isinstance(layer, MaskedConv2d):
-                bn = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d) else None
-                j = i + 1 + (bn is not None)
-                relu = j < len(layers) and type(layers[j]) is nn.ReLU
-                x = self._conv_bn_act(layer, bn, x, mask, relu=relu)
-                i = j + relu
-            else:
-                x = call(layer, x, mask)
-                i += 1
-        return x
+    def uses_extension(self, device: torch.device | str = "cpu") -> bool:
+        """Whether float32/bfloat16 units on `device` run on the C++ extension (else plain PyTorch ops)."""
+        return self.backend != "torch" and torch.device(device).type == "cpu" and extension() is not None
 
-    def _conv_bn_act(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, mask, relu: bool,
-                     residual: Tensor | None = None) -> Tensor:
-        if not isinstance(conv, MaskedConv2d) or (bn is not None and (bn.training or not bn.track_running_stats)):
-            out = call(conv, x, mask)  # plain conv, or BN with batch statistics: nothing to fold
-            if bn is not None:
-                out = bn(out)
-            if residual is not None:
-                out = out + residual
-            return F.relu(out) if relu else out
-        return self.unit(conv, bn, relu, x, mask, residual)
+    def describe(self, device: torch.device | str = "cpu") -> str:
+        if self.uses_extension(device):
+            return "sparse (C++ extension)"
+        if self.backend == "torch":
+            why = "backend='torch'"
+        elif torch.device(device).type != "cpu":
+            why = f"no sparse kernels for {torch.device(device).type}"
+        else:
+            why = f"C++ extension not loaded: {load_error() or 'not built'}"
+        return f"sparse (plain PyTorch ops; {why})"
 
     # ----- one fused unit ---------------------------------------------------------------------------------------
     def unit(self, conv: MaskedConv2d, bn: nn.BatchNorm2d | None, relu: bool, x: Tensor, mask,

@@ -1,0 +1,50 @@
+"""Executions by name: how the masked convolutions of a confidence-adaptive model are computed.
+
+- "emulate": the authors' semantics, a dense conv then mask and RBF fill (no savings; any device);
+- "sparse": only the computed pixels (`sparse/`), on the C++ extension where it is built (CPU), else on plain
+  PyTorch ops (any device; on CPU slower than the dense model);
+- "auto": the fastest measured for the device: sparse when the C++ extension loads and the device is the CPU,
+  otherwise emulate (no GPU sparse backend has been measured faster than the emulation yet).
+
+`resolve_execution` says which one runs and why; the model keeps both (`AnytimeHRNet.execution`,
+`AnytimeHRNet.execution_reason`) so that a node can log and report them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .masked_conv import ConvExecution, EmulatedExecution
+from .sparse import SparseExecution, extension, load_error
+
+EXECUTIONS: dict[str, Callable[[], ConvExecution]] = {
+    "emulate": EmulatedExecution,
+    "sparse": SparseExecution,
+}
+AUTO = "auto"
+EXECUTION_NAMES = (AUTO, *EXECUTIONS)
+
+
+def resolve_execution(name: str, device: torch.device | str | None = None) -> tuple[str, str]:
+    """(the execution that runs for `name` on `device`, why). Raises ValueError for an unknown name."""
+    if name not in EXECUTION_NAMES:
+        raise ValueError(f"unknown execution {name!r}; known: {', '.join(EXECUTION_NAMES)}")
+    kind = torch.device(device if device is not None else "cpu").type
+    if name != AUTO:
+        if name == "sparse" and (kind != "cpu" or extension() is None):
+            detail = (f"no sparse kernels for {kind}" if kind != "cpu"
+                      else f"the C++ extension is not loaded ({load_error() or 'not built'})")
+            return name, f"requested; {detail}: plain PyTorch ops, slower than the dense model"
+        return name, "requested"
+    if kind == "cpu":
+        if extension() is not None:
+            return "sparse", "auto on cpu: the sparse C++ extension is loaded"
+        return "emulate", (f"auto on cpu: the sparse C++ extension is not loaded ({load_error() or 'not built'}; "
+                           "`python -m anytime_perception.models.sparse.build`), and plain PyTorch ops are slower")
+    return "emulate", f"auto on {kind}: no sparse backend for {kind} has been measured faster than the emulation"
+
+
+def make_execution(name: str, device: torch.device | str | None = None) -> ConvExecution:
+    """A new execution for `name` ("auto" resolved for `device`)."""
+    return EXECUTIONS[resolve_execution(name, device)[0]]()
