@@ -1,7 +1,12 @@
-"""`anytime-perception` command line: model inspection tools (no ROS needed).
+"""`anytime-perception` command line (no ROS needed).
 
   anytime-perception list
   anytime-perception flops NAME [--size HxW] [--fractions P1,P2,P3]
+  anytime-perception train --config config/train/adpc_hrnet_w18s_seg.yaml --data-root DIR --output DIR
+  anytime-perception evaluate --model NAME --checkpoint PATH --dataset cityscapes --data-root DIR --output DIR
+
+`python -m anytime_perception.cli` runs the same, so `torchrun --nproc_per_node N -m anytime_perception.cli train ...`
+trains on N processes.
 """
 from __future__ import annotations
 
@@ -72,7 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", type=parse_fractions, default=None,
                    help="adpc models: computed share after exits 1..3, e.g. 0.82,0.63,0.38")
     p.add_argument("--decimals", type=int, default=None, help="digits after the point (default: 1, or 2 below 20)")
+    # train/evaluate import their dependencies (OpenCV, YAML, plotting) only when they are asked for
+    from .training import evaluate, train
+
+    train.add_arguments(sub.add_parser("train", help="train a model (YAML config + flags; torchrun for DDP)",
+                                       description=train.__doc__,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter))
+    evaluate.add_arguments(sub.add_parser("evaluate", help="per-exit accuracy and GFLOPs on a dataset split",
+                                          description=evaluate.__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
+    if args.command == "train":
+        return train.run(args)
+    if args.command == "evaluate":
+        return evaluate.run(args)
     if args.command == "list":
         print("\n".join(list_models()))
         return 0
