@@ -250,8 +250,9 @@ class TargetHeatmapModel:
         heatmaps = torch.stack([self.targets[self._key(image)] for image in images])
         b = images.shape[0]
         for index in (1, 2):
-            yield ExitResult(index, 2, heatmaps, heatmaps.amax(dim=1), None, torch.ones(b, dtype=torch.float64),
-                             torch.full((b,), float(index), dtype=torch.float64))
+            yield ExitResult(index=index, num_exits=2, logits=heatmaps, confidence=heatmaps.amax(dim=1),
+                             compute_mask=None, computed_fraction=torch.ones(b, dtype=torch.float64),
+                             gflops=torch.full((b,), float(index), dtype=torch.float64))
 
 
 def test_pckh_of_a_perfect_model_with_the_flip_test_is_100(mpii_root):
@@ -287,6 +288,41 @@ def test_pckh_drops_for_shifted_heatmaps_and_matches_the_formula(mpii_root):
     assert metrics["exits"][0]["pckh"] == pytest.approx(mean / 100)
     # 4 heatmap pixels are 19 original pixels, the hit radius 0.5 x 0.6 x 57 = 17 px
     assert metrics["exits"][0]["pckh"] < 1.0
+
+
+def _sharded_worker(rank: int, world: int, init_file: str, mpii_root: str, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        dataset = build_dataset("mpii", mpii_root, "val", train=False)
+        names = []
+        metrics = evaluate_model(TargetHeatmapModel(dataset, offset=4), dataset, flip_test=False,
+                                 on_batch=lambda batch, exits: names.extend(m["name"] for m in batch["meta"]))
+        results[rank] = (metrics, names)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_evaluation_shares_the_split_and_sums_the_counts(mpii_root, tmp_path):
+    import torch.multiprocessing as mp
+
+    dataset = build_dataset("mpii", mpii_root, "val", train=False)
+    single = evaluate_model(TargetHeatmapModel(dataset, offset=4), dataset, flip_test=False)
+    ctx = mp.get_context("spawn")
+    results = ctx.Manager().dict()
+    procs = [ctx.Process(target=_sharded_worker, args=(r, 2, str(tmp_path / "init"), str(mpii_root), results))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+    assert [p.exitcode for p in procs] == [0, 0]
+    (first, names0), (second, names1) = results[0], results[1]
+    assert sorted(names0 + names1) == sorted(dataset.names) and not set(names0) & set(names1)
+    for metrics in (first, second):
+        assert metrics["images"] == 3
+        assert metrics["exits"] == single["exits"]
 
 
 def test_pose_command_writes_keypoints_and_figures(mpii_root, tmp_path):
