@@ -130,6 +130,11 @@ def test_pckh_matches_the_mpii_formula_on_random_people():
     visible = rng.random((n, 16)) > 0.25
     visible[:, 3] = False  # a joint never visible: NaN per joint, no weight in the mean
     expected_joints, expected_mean = mpii_pckh_reference(pred, gt, visible, boxes)
+    # a person without a head box is not scored at all
+    pred, gt = np.concatenate([pred, gt[:1]]), np.concatenate([gt, gt[:1]])
+    visible = np.concatenate([visible, np.ones((1, 16), bool)])
+    boxes = np.concatenate([boxes, np.full((1, 2, 2), np.nan)])
+    n += 1
     acc = PCKhAccumulator(16)
     for part in (slice(0, 5), slice(5, n)):  # accumulated in two batches
         acc.update(*(torch.from_numpy(a[part]) for a in (pred, gt, visible, boxes)))

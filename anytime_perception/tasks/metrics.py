@@ -115,6 +115,7 @@ def pckh_hits(predictions: Tensor, joints: Tensor, visible: Tensor, head_boxes: 
 
     `predictions`, `joints`: (N, J, 2) x, y in the same original-image pixels; `visible`: (N, J) (nonzero = annotated
     and counted); `head_boxes`: (N, 2, 2). A joint hits when its error divided by the head size is <= `threshold`.
+    People without a usable head box (NaN or zero size, e.g. a folder dataset without head boxes) are not scored.
     Returns (hits (J,), counts (J,)), both int64.
     """
     if predictions.shape != joints.shape or predictions.dim() != 3 or predictions.shape[-1] != 2:
@@ -123,11 +124,11 @@ def pckh_hits(predictions: Tensor, joints: Tensor, visible: Tensor, head_boxes: 
     if visible.shape != predictions.shape[:2] or head_boxes.shape != (predictions.shape[0], 2, 2):
         raise ValueError(f"visible must be (N, J) and head_boxes (N, 2, 2); got {tuple(visible.shape)} and "
                          f"{tuple(head_boxes.shape)} for {tuple(predictions.shape[:2])}")
-    visible = visible.bool()
-    error = torch.linalg.vector_norm(predictions.double() - joints.double(), dim=-1)
     size = head_sizes(head_boxes)[:, None]
-    # A zero head size only occurs for unannotated people, whose joints are invisible: keep them out of the division.
-    normalised = error / torch.where(size > 0, size, torch.ones_like(size))
+    usable = torch.isfinite(size) & (size > 0)
+    visible = visible.bool() & usable
+    error = torch.linalg.vector_norm(predictions.double() - joints.double(), dim=-1)
+    normalised = error / torch.where(usable, size, torch.ones_like(size))
     hits = ((normalised <= threshold) & visible).sum(dim=0)
     return hits.to(torch.int64), visible.sum(dim=0).to(torch.int64)
 
