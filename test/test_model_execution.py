@@ -15,6 +15,8 @@ from anytime_perception.models.sparse import SparseExecution, _ext, extension
 from anytime_perception.models.untrained import randomise_weights
 
 PACKAGE = Path(__file__).resolve().parents[1] / "anytime_perception"
+# Subpackages whose modules must import one way (ros/, training/ and cli.py not yet: their cycles are being broken).
+ONE_WAY = ("models", "runtime", "tasks", "data")
 
 
 @pytest.fixture
@@ -131,13 +133,13 @@ def _imports(path: Path, module: str) -> set[str]:
 
 
 def test_no_import_cycles_below_ros():
-    """models/, runtime/, tasks/ and data/ import one way: no module reaches itself, even through an import made
-    inside a function."""
+    """The ONE_WAY subpackages import one way: no module reaches itself, even through an import made inside a
+    function."""
     modules = {}
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE.parent).with_suffix("")
         parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-        if len(parts) > 1 and parts[1] in ("models", "runtime", "tasks", "data"):
+        if len(parts) > 1 and parts[1] in ONE_WAY:
             modules[".".join(parts)] = path
     graph = {name: _imports(path, name) & set(modules) - {name} for name, path in modules.items()}
     assert "anytime_perception.models.flops" in graph["anytime_perception.models.sparse.benchmark_masks"]
