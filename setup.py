@@ -85,12 +85,13 @@ setup(
     # (tools/setup-venv.sh) pins the CPU build torch==2.13.0 before installing this package.
     install_requires=["torch>=2.1", "numpy>=1.24"],
     # "ros": what the ROS adapter needs besides ROS 2 itself (rclpy etc. come from the ROS install, or from the PyPI
-    # wheels of tools/requirements-ros.txt in the dev venv): OpenCV for compressed images and video, rosbags for bags.
+    # wheels of tools/requirements-ros.txt in the dev venv): OpenCV for compressed images and video, rosbags for bags,
+    # tqdm for the demo's progress.
     # "train": the train/evaluate commands (OpenCV augmentations in DataLoader workers, YAML run configs, progress
     # bars, plots, scipy for MPII's .mat files, and cityscapesscripts' own label table and evaluation).
     extras_require={
         "test": ["pytest>=7"],
-        "ros": ["opencv-python-headless>=4.8", "rosbags>=0.10"],
+        "ros": ["opencv-python-headless>=4.8", "rosbags>=0.10", "tqdm>=4.60"],
         "train": ["opencv-python-headless>=4.8", "pyyaml>=6", "tqdm>=4.60", "matplotlib>=3.7", "scipy>=1.10",
                   "cityscapesscripts>=2.2"],
     },

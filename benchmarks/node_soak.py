@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -71,7 +72,9 @@ def soak(cameras: int, minutes: float, input_size: tuple[int, int] = (512, 1024)
     command = [sys.executable, "-m", "anytime_perception.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
                "-p", "torch_threads:=1", "-p", f"input_height:={input_size[0]}", "-p", f"input_width:={input_size[1]}",
                "-p", "output_size:=exit", "-p", f"cameras:=[{','.join(names)}]", "-p", "diagnostics_period_s:=1.0"]
-    node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # The node's log goes to a file: a pipe nobody reads during the run fills up and blocks the node's logging.
+    log = tempfile.TemporaryFile(mode="w+")
+    node = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     use_large_image_profile()
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -104,7 +107,8 @@ def soak(cameras: int, minutes: float, input_size: tuple[int, int] = (512, 1024)
     try:
         while not all(p.get_subscription_count() for p in publishers.values()):
             if node.poll() is not None:
-                raise RuntimeError("the node exited:\n" + node.stdout.read()[-3000:])
+                log.seek(0)
+                raise RuntimeError("the node exited:\n" + log.read()[-3000:])
             time.sleep(0.2)
         samples: list[tuple[float, float]] = []
         began = time.monotonic()
@@ -131,7 +135,10 @@ def soak(cameras: int, minutes: float, input_size: tuple[int, int] = (512, 1024)
     finally:
         if node.poll() is None:
             node.send_signal(signal.SIGINT)
-        output = node.communicate(timeout=60)[0]
+        node.wait(timeout=60)
+        log.seek(0)
+        output = log.read()
+        log.close()
         executor.shutdown(timeout_sec=5)
         client.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -137,12 +137,15 @@ def prime(client, camera, process, status):
     wait_for(lambda: client.images[camera].get_subscription_count() > 0, what="the node to subscribe",
              process=process)
     end = time.monotonic() + 60
-    while not took_one():
+    while int(client.values(status).get("received", "0")) < 1:
         if time.monotonic() > end or process.poll() is not None:
             raise AssertionError(f"no probe frame reached the node: {client.values(status)}")
         client.images[camera].publish(image(0, "probe"))
-        time.sleep(0.3)                               # between retries only; nothing is asserted about time
-    wait_for(lambda: took_one(), what="the probes to end", process=process)
+        retry = time.monotonic() + 1.0                # between retries only; nothing is asserted about time
+        while int(client.values(status).get("received", "0")) < 1 and time.monotonic() < retry:
+            time.sleep(0.01)
+    # no more probes once one arrived: a busy machine may need longer than a probe interval for a frame
+    wait_for(lambda: took_one(), timeout=120, what="the probes to end", process=process)
     time.sleep(0.5)                                   # the next /diagnostics with the final counts
     return {k: int(v) for k, v in client.values(status).items() if v.isdigit()}
 

@@ -64,40 +64,24 @@ def default_passes(realtime_rate: float = 10.0, deadline_ms: float = 150.0, rela
 
 # ----- progress ----------------------------------------------------------------------------------------------------
 class Progress:
-    """A one-line progress bar on stderr (a line every few seconds when stderr is not a terminal)."""
+    """The demo's progress on stderr, as a tqdm bar (redrawn at most every 3 s when stderr is not a terminal, so a
+    log file gets a line now and then rather than a stream of redraws)."""
 
     def __init__(self, label: str, total: int | None, stream=None):
-        self.label, self.total = label, total
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.done = 0
-        self.began = time.monotonic()
-        self._last = 0.0
-        self._note = ""
+        from tqdm import tqdm
+
+        stream = stream or sys.stderr
+        self._bar = tqdm(total=total, desc=label, file=stream, mininterval=0.2 if stream.isatty() else 3.0,
+                         dynamic_ncols=True, leave=True)
 
     def update(self, done: int, note: str = "") -> None:
-        self.done, self._note = done, note
-        now = time.monotonic()
-        if self.tty or now - self._last >= 3.0:
-            self._last = now
-            self._draw(end="\r" if self.tty else "\n")
-
-    def _draw(self, end: str) -> None:
-        elapsed = time.monotonic() - self.began
-        if self.total:
-            width = 30
-            filled = int(width * min(self.done, self.total) / self.total)
-            bar = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
-        else:
-            bar = f"{self.done}"
-        text = f"{self.label}: {bar} {self._note} ({elapsed:.0f} s)"
-        self.stream.write(text.ljust(100)[:120] + end)
-        self.stream.flush()
+        self._bar.set_postfix_str(note, refresh=False)
+        self._bar.update(done - self._bar.n)
 
     def close(self, note: str = "") -> None:
         if note:
-            self._note = note
-        self._draw(end="\n")
+            self._bar.set_postfix_str(note, refresh=False)
+        self._bar.close()
 
 
 # ----- the run -------------------------------------------------------------------------------------------------------
@@ -686,7 +670,7 @@ def write_strips(report: Report, output: Path, samples: int) -> list[Path]:
 
 # ----- command line ----------------------------------------------------------------------------------------------------
 def parse_args(argv=None):
-    from ..cli import parse_size
+    from ..argtypes import parse_size
 
     parser = argparse.ArgumentParser(prog="anytime-demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
