@@ -1,0 +1,147 @@
+"""GPU latency of the anytime HRNet: dense vs emulated vs sparse (Triton tiles) per exit, fp16, CUDA events.
+
+    python benchmarks/gpu.py                       # W48 and W18s at 512x1024 and 1024x2048 (the README table)
+    python benchmarks/gpu.py --quick               # W18s at 512x1024, 3 repeats: a smoke run of a few minutes
+    python benchmarks/gpu.py --models adpc_hrnet_w48_seg --sizes 1024x2048 --repeats 20
+
+Modes (same weights, channels_last, fp16, `torch.inference_mode`):
+- dense: `adaptive=False`, BN folded into every conv (the fair dense baseline, as in `sparse_speedup.py`);
+- emulated: `execution="emulate"`, the authors' dense conv + mask + RBF fill (what `execution: auto` runs on CUDA);
+- sparse: `execution="sparse"`, which on CUDA with Triton is the tile backend (`models/gpu/`).
+Masks are the synthetic ones of `sparse_speedup.py` (calibrated to Table 1's ADP-C GFLOPs per exit), scripted so
+every mode computes the same pixels. Per exit: cumulative ms from the input to that exit (CUDA events recorded on
+the stream at each exit, one synchronisation per forward; the fastest of the repeats), FLOPs ratio = dense GFLOPs /
+adaptive GFLOPs (as the model reports them), measured ratio = dense ms / sparse ms, efficiency = measured / FLOPs
+ratio. Also: exit-1 latency as a share of the dense forward, and the largest relative difference between sparse and
+emulated logits per exit (the backend's correctness on this GPU). Without a CUDA device (or Triton) it says so and
+exits with status 0.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from anytime_perception import create_model  # noqa: E402
+from anytime_perception.models.gpu import TritonExecution, kernels_run_on, triton_error  # noqa: E402
+from anytime_perception.models.sparse.benchmark_masks import (ScriptedCriterion, calibrate_to_gflops,  # noqa: E402
+                                                              paper_targets, synthetic_difficulty)
+from anytime_perception.models.sparse.fold import fold_batchnorm  # noqa: E402
+from anytime_perception.models.untrained import randomise_weights  # noqa: E402
+
+MODELS = ("adpc_hrnet_w48_seg", "adpc_hrnet_w18s_seg")
+SIZES = ((512, 1024), (1024, 2048))
+MODES = ("dense", "emulated", "sparse")
+
+
+def prepare(name: str, size: tuple[int, int], masks: list[torch.Tensor], device: torch.device) -> dict:
+    """dense / emulated / sparse models with the same (random) weights, fp16, channels_last, on `device`."""
+    base = create_model(name)
+    randomise_weights(base, 0)
+    models = {}
+    for mode in MODES:
+        m = create_model(name, execution="emulate")
+        m.load_state_dict(base.state_dict())
+        m.eval()
+        fold_batchnorm(m, include_masked=mode == "dense")
+        if mode == "sparse":
+            m.set_execution("sparse", device)  # the execution table's choice on CUDA: the Triton backend
+            if not isinstance(m.execution, TritonExecution):
+                raise RuntimeError(f"execution 'sparse' on {device} runs {m.execution_reason}, not the Triton backend")
+        m.criterion = ScriptedCriterion([mask.to(device) for mask in masks])
+        models[mode] = m.to(device=device, dtype=torch.float16, memory_format=torch.channels_last)
+    return models
+
+
+def timed_forward(model, images: torch.Tensor, adaptive: bool) -> tuple[list[float], list[float], list]:
+    """(ms from the input to each exit, cumulative GFLOPs per exit, logits per exit) of one forward."""
+    start = torch.cuda.Event(enable_timing=True)
+    marks, gflops, logits = [], [], []
+    with torch.inference_mode():
+        start.record()
+        state = model.begin(images, adaptive)
+        while not state.finished:
+            result = model.advance(state)
+            if result is not None:
+                mark = torch.cuda.Event(enable_timing=True)
+                mark.record()
+                marks.append(mark)
+                gflops.append(result.gflops)
+                logits.append(result.logits)
+        torch.cuda.synchronize()
+    return [start.elapsed_time(m) for m in marks], [float(g.mean()) for g in gflops], logits
+
+
+def run(name: str, size: tuple[int, int], repeats: int, device: torch.device) -> list[list]:
+    cfg = create_model("adpc_hrnet_w48_seg").config
+    difficulty = synthetic_difficulty(size[0] // 4, size[1] // 4)
+    masks, _ = calibrate_to_gflops(cfg, size, difficulty, paper_targets(cfg, size))
+    models = prepare(name, size, masks, device)
+    images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    images = images.to(device=device, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    outputs = {}
+    for mode, model in models.items():  # warm-up: Triton compiles its kernels, cuDNN picks algorithms
+        outputs[mode] = timed_forward(model, images, adaptive=mode != "dense")
+    samples = {mode: [] for mode in MODES}
+    flops = {mode: outputs[mode][1] for mode in MODES}
+    for r in range(repeats):
+        for mode in MODES[r % 3:] + MODES[:r % 3]:  # rotating order: no mode always runs after another
+            samples[mode].append(timed_forward(models[mode], images, adaptive=mode != "dense")[0])
+    rows = []
+    for k in range(len(flops["dense"])):
+        best = {mode: min(s[k] for s in samples[mode]) for mode in MODES}
+        emulated, sparse = outputs["emulated"][2][k].float(), outputs["sparse"][2][k].float()
+        error = float((sparse - emulated).abs().max() / emulated.abs().max().clamp(min=1e-12))
+        flops_ratio = flops["dense"][k] / flops["sparse"][k]
+        measured = best["dense"] / best["sparse"]
+        rows.append([name.replace("adpc_hrnet_", ""), f"{size[0]}x{size[1]}", k + 1, best["dense"], best["emulated"],
+                     best["sparse"], flops_ratio, measured, measured / flops_ratio, error])
+    dense_total = min(s[-1] for s in samples["dense"])
+    print(f"{name} {size[0]}x{size[1]}: exit 1 after {rows[0][5]:.2f} ms (sparse) = "
+          f"{100 * rows[0][5] / dense_total:.1f}% of the dense forward ({dense_total:.2f} ms)", flush=True)
+    return rows
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) and abs(v) < 1e-2 else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in SIZES])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="W18s at 512x1024, 3 repeats")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("benchmarks/gpu.py: no CUDA device (torch.cuda.is_available() is False); nothing measured")
+        return 0
+    device = torch.device("cuda")
+    if not kernels_run_on(device):
+        print(f"benchmarks/gpu.py: the Triton backend cannot run: {triton_error()}; nothing measured")
+        return 0
+    if args.quick:
+        args.models, args.sizes, args.repeats = ["adpc_hrnet_w18s_seg"], ["512x1024"], 3
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, fp16, batch 1, "
+          f"fastest of {args.repeats}", flush=True)
+    rows = []
+    for name in args.models:
+        for size in args.sizes:
+            h, w = (int(v) for v in size.split("x"))
+            rows += run(name, (h, w), args.repeats, device)
+    print(table(["model", "size", "exit", "dense ms", "emulated ms", "sparse ms", "FLOPs ratio", "measured ratio",
+                 "efficiency", "sparse vs emulated"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
