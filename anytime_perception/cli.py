@@ -13,18 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .argtypes import parse_size
 from .models import list_models, model_config
 from .models.flops import dense_gflops_per_exit, gflops_for_fractions
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1024x2048 (HxW), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
 
 
 def parse_fractions(text: str) -> list[float]:

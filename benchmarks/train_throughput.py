@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
-    from anytime_perception.training.config import parse_size
+    from anytime_perception.argtypes import parse_size
 
     args.crop, args.image_size = parse_size(args.crop), parse_size(args.image_size)
     if args.threads:

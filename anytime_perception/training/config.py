@@ -13,22 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x1024 (HxW), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
-
-
-def parse_floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in str(text).split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from ..argtypes import parse_floats, parse_size
 
 
 @dataclass
@@ -41,9 +26,10 @@ class TrainConfig:
     dataset: str = "cityscapes"  # cityscapes | mpii | folder | folder_pose
     data_root: str | None = None
     split: str = "train"
-    crop: tuple[int, int] | None = (512, 1024)  # seg random crop HxW (pose crops are 256x256 by the dataset)
+    crop: tuple[int, int] | None = None  # seg: random crop HxW (default: the dataset's, Cityscapes 512x1024);
+    #                                      pose: the person crop (default 256x256; heatmaps are 1/4 of it)
     base_size: int | None = None  # seg random scale is relative to this long side (default: the dataset's)
-    scale_range: tuple[float, float] = (0.5, 2.1)
+    scale_range: tuple[float, float] | None = None  # seg random scale range (default: the authors' 0.5-2.1)
     batch_size: int = 3  # per process
     iters: int | None = None  # total optimiser steps; or
     epochs: int | None = None  # total passes over the data (iters = epochs * batches per epoch)
@@ -91,16 +77,21 @@ class TrainConfig:
             raise ValueError(f"--class-weights must be dataset or none, got {self.class_weights!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"--device must be cpu or cuda, got {self.device!r}")
-        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+        if self.scale_range is not None and (len(self.scale_range) != 2
+                                             or not 0 < self.scale_range[0] <= self.scale_range[1]):
             raise ValueError(f"--scale-range must be two numbers 0 < min <= max, got {self.scale_range}")
 
 
+CHOICES = {"dataset": ("cityscapes", "mpii", "folder", "folder_pose"), "optimizer": ("sgd", "adam"),
+           "lr_schedule": ("poly", "step"), "class_weights": ("dataset", "none"),
+           "amp": ("auto", "none", "bf16", "fp16"), "device": ("cpu", "cuda")}
+METAVARS = {"crop": "HxW", "scale_range": "MIN,MAX", "lr_steps": "F,F", "exit_weights": "W,W,W,W"}
 FLAG_TYPES = {"crop": parse_size, "scale_range": parse_floats, "lr_steps": parse_floats, "exit_weights": parse_floats}
 HELP = {
     "model": "registered model name (anytime-perception list)",
     "dataset": "cityscapes | mpii | folder | folder_pose",
     "data_root": "the dataset's folder, in its real layout",
-    "crop": "seg training crop HxW",
+    "crop": "seg: training crop HxW (default: the dataset's); pose: person crop (default 256x256)",
     "iters": "total optimiser steps (or --epochs)",
     "init": "checkpoint to start from (ImageNet, HRNet, the authors' ADP-C, or this package's)",
     "resume": "continue the run in --output from its last checkpoint, up to its --iters/--epochs",
@@ -124,7 +115,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if f.type in ("bool", bool):
             parser.add_argument(flag, action="store_true", default=None, help=helptext)
             continue
-        parser.add_argument(flag, type=FLAG_TYPES.get(f.name, _scalar_type(f)), default=None, help=helptext)
+        parser.add_argument(flag, type=FLAG_TYPES.get(f.name, _scalar_type(f)), default=None, help=helptext,
+                            choices=CHOICES.get(f.name), metavar=METAVARS.get(f.name))
 
 
 def _scalar_type(f: dataclasses.Field):

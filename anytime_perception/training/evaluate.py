@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..cli import parse_size
+from ..argtypes import parse_size
 from ..tasks.metrics import ConfusionMatrix, ExitCostMeter, PCKhAccumulator, flip_test_average, sum_across_ranks
 from ..tasks.pose import decode_heatmaps
 

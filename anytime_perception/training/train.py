@@ -125,14 +125,18 @@ class ResumableSampler(torch.utils.data.DistributedSampler):
 
 
 def build_training_data(config: TrainConfig, procs: Processes):
-    from ..data.datasets import build_dataset, collate, worker_init_fn
+    from ..data.base import PoseDataset
+    from ..data.datasets import DATASETS, build_dataset, collate, worker_init_fn
 
-    options = {}
-    if config.crop is not None:
-        options["crop_size"] = config.crop
+    if DATASETS.get(config.dataset) is not None and issubclass(DATASETS[config.dataset], PoseDataset):
+        options = {"input_size": config.crop}
+    else:
+        options = {"crop_size": config.crop, "base_size": config.base_size}
+        if config.scale_range is not None:
+            options["scale_range"] = config.scale_range
     try:
-        dataset = build_dataset(config.dataset, config.data_root, config.split, train=True, base_size=config.base_size,
-                                scale_range=config.scale_range, seed=config.seed, **options)
+        dataset = build_dataset(config.dataset, config.data_root, config.split, train=True, seed=config.seed,
+                                **options)
     except (FileNotFoundError, ValueError) as exc:
         raise TrainingError(str(exc)) from exc
     sampler = ResumableSampler(dataset, procs.world_size, procs.rank, config.seed)
