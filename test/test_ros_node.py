@@ -304,7 +304,7 @@ def test_a_newer_frame_preempts_the_running_one(harnesses):
     assert exits_of(h.results[""], 100) == [(1, False, "none"), (2, True, "preempted")]
     assert exits_of(h.results[""], 101) == [(1, False, "none"), (2, False, "none"), (3, False, "none"),
                                             (4, True, "last_exit")]
-    stats = h.perception.executor.stats().sources["image"]
+    stats = h.perception.scheduler.stats().sources["image"]
     assert stats.ended_by_reason == {"preempted": 1, "last_exit": 1}
 
 
@@ -342,7 +342,7 @@ def test_a_priority_event_makes_the_next_frame_preempt_lower_priority_work(harne
     h.wait_accepted(1, "front")
     model.allow(1)
     assert model.wait_blocked()
-    assert h.perception.executor.stats().sources["front"].queued == 1       # still waiting
+    assert h.perception.scheduler.stats().sources["front"].queued == 1       # still waiting
     model.open()
     wait_for(lambda: h.results["front"] and h.results["front"][-1].is_final, what="front frame")
     assert exits_of(h.results["rear"], 100)[-1] == (4, True, "last_exit")
@@ -367,7 +367,7 @@ def test_a_priority_event_makes_the_next_frame_preempt_lower_priority_work(harne
     assert {m.priority for m in front} == {5}
     assert h.camera("front").event is None                                      # used up (num_frames = 1)
     assert h.camera("front").counters.event_frames == 1
-    assert h.perception.executor.stats().sources["rear"].ended_by_reason.get("preempted") == 1
+    assert h.perception.scheduler.stats().sources["rear"].ended_by_reason.get("preempted") == 1
     wait_for(lambda: h.logs("obstacle ahead"), what="log line")
 
 
@@ -475,7 +475,7 @@ def test_a_higher_priority_goal_preempts_camera_frames_and_bad_goals_are_rejecte
     wait_for(result.done, what="goal result")
     assert result.result().result.exits_completed == 4
     wait_for(lambda: h.results[""][-1].is_final, what="the camera frame to resume and finish")
-    stats = h.perception.executor.stats()
+    stats = h.perception.scheduler.stats()
     assert stats.sources["image"].suspensions == 1 and stats.sources["image"].resumes == 1
     # the camera frame was suspended when the goal arrived, and resumed after it
     names = [name for _, name in model.log]
@@ -516,7 +516,7 @@ def test_frames_are_served_while_goals_are_in_flight_on_the_single_threaded_exec
         assert result.result().status == GoalStatus.STATUS_SUCCEEDED
         assert result.result().result.exits_completed == 4
     assert h.perception.action.finished == {"succeeded": 2}
-    assert h.perception.executor.stats().sources["action_0"].suspensions == 1
+    assert h.perception.scheduler.stats().sources["action_0"].suspensions == 1
 
 
 def test_a_future_completed_on_another_thread_wakes_the_single_threaded_executor(ros_context):
@@ -714,7 +714,7 @@ def test_parameters_have_descriptors_and_bad_values_are_rejected_with_a_reason(h
                                                                                         value=4),
                          Parameter("policies.frames", value="fifo"), Parameter("policies.max_queued", value=3))
     assert all(r.successful for r in results)
-    executor = h.perception.executor
+    executor = h.perception.scheduler
     assert executor.source_config("front").priority == 4
     assert executor.source_config("front").budget == pytest.approx(0.080)
     assert executor.policies.frames.name == "fifo" and executor.policies.frames.max_queued == 3
@@ -730,7 +730,7 @@ def test_policies_are_selectable_by_parameter_and_qos_overridable(harnesses):
     h = harnesses(model=model, params={"policies.frames": "finish_then_latest", "policies.deadline": "deadline",
                                        "policies.priority": "fifo", "policies.suspend": "suspend",
                                        "policies.max_suspended": 3})
-    policies = h.perception.executor.policies.describe()
+    policies = h.perception.scheduler.policies.describe()
     assert policies == {"frames": {"name": "finish_then_latest"}, "deadline": {"name": "deadline"},
                         "priority": {"name": "fifo"}, "suspend": {"name": "suspend", "max_suspended": 3,
                                                                   "max_age": 1.0}}
@@ -801,7 +801,7 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_frees_on_clean
     model = GatedModel(gated=False)
     h = harnesses(model=model, lifecycle=True)
     node = h.node
-    assert h.perception.executor is None                                   # nothing loaded before configure
+    assert h.perception.scheduler is None                                   # nothing loaded before configure
     assert node.trigger_configure() == Transition.SUCCESS
     assert h.perception.loaded is not None
     h.publish(frame(50, sec=500))                                          # inactive: not subscribed yet
@@ -816,7 +816,7 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_frees_on_clean
     assert node.trigger_deactivate() == Transition.SUCCESS
     wait_for(lambda: h.publishers[""].get_subscription_count() == 0, what="the input unsubscribed")
     assert node.trigger_cleanup() == Transition.SUCCESS
-    assert h.perception.loaded is None and h.perception.executor is None
+    assert h.perception.loaded is None and h.perception.scheduler is None
 
     # configured again: fresh goal slots and counters (no negative deltas in the first report), serving again
     assert node.trigger_configure() == Transition.SUCCESS and node.trigger_activate() == Transition.SUCCESS
@@ -909,7 +909,7 @@ def test_every_accepted_frame_ends_with_one_frame_end_whatever_ended_it(harnesse
 
 def test_frames_with_stamps_far_from_the_node_clock_are_counted_warned_once_and_timed_from_arrival(harnesses):
     model = GatedModel(gated=False)
-    h = harnesses(model=model, params={"deadline_ms": 5000.0, "max_stamp_skew_s": 10.0})
+    h = harnesses(model=model, params={"deadline_ms": 5000.0, "max_stamp_skew_s": 10.0, "policies.frames": "fifo"})
     h.wait_matched()
     for sec in (1, -5, 2**31 - 1):                     # 1970, before 1970, 2038
         h.publish(frame(50, sec=sec))

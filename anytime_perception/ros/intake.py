@@ -108,7 +108,7 @@ class Intake:
         self._control_group = control_group
         self._lock = threading.Lock()
         self.cameras: list[CameraInput] = []
-        self.executor = None
+        self.scheduler = None
         self.preprocessor: Preprocessor | None = None
         self.active = False
         self.frame_count = 0
@@ -118,8 +118,8 @@ class Intake:
         self._warned_unstamped = False
         self._warned_bad_stamp: set[str] = set()
 
-    def configure(self, cameras: list[CameraInput], executor, preprocessor: Preprocessor) -> None:
-        self.cameras, self.executor, self.preprocessor = cameras, executor, preprocessor
+    def configure(self, cameras: list[CameraInput], scheduler, preprocessor: Preprocessor) -> None:
+        self.cameras, self.scheduler, self.preprocessor = cameras, scheduler, preprocessor
         for camera in cameras:
             camera.image_topic = self.node.resolve_topic_name(camera.prefix + "image")
             camera.camera_model.warn = lambda text, c=camera: self.log.warning(f"{c.label}: {text}")
@@ -216,13 +216,13 @@ class Intake:
             return
         counters.accepted += 1
         if prepared[0].stamped:
-            self.input_time.add(max(0.0, self.executor.clock.now() - prepared[0].stamp))
+            self.input_time.add(max(0.0, self.scheduler.clock.now() - prepared[0].stamp))
 
     def frame_stamp(self, header, counters: diag.InputCounters, label: str) -> tuple[float, bool]:
         """(seconds the runtime times the frame from, whether that is the header's stamp). A zero stamp (unstamped)
         or one further than max_stamp_skew_s from the node clock (bad_stamp) is replaced by the arrival time, so it
         sets no deadline and no latency from a meaningless origin."""
-        now = self.executor.clock.now()
+        now = self.scheduler.clock.now()
         if header.stamp.sec == 0 and header.stamp.nanosec == 0:
             counters.unstamped += 1
             if not self._warned_unstamped:
@@ -266,7 +266,7 @@ class Intake:
         frame, tensor = prepared
         job = Job(tensor, stamp=frame.stamp, frame_id=frame.header.frame_id, source=source, priority=priority,
                   deadline=deadline, meta={"frame": frame})
-        return self.executor.submit(job)
+        return self.scheduler.submit(job)
 
     # ----- priority events -------------------------------------------------------------------------------------
     def on_priority_event(self, msg: PriorityEvent) -> None:

@@ -81,7 +81,7 @@ class AnytimePerception:
         self.settings = Settings()
         self.parameters = NodeParameters(node, self.settings, self._apply_parameters)
         self.loaded: LoadedModel | None = None
-        self.executor = None
+        self.scheduler = None
         self._throttled = ThrottledLog()
         self._control_group = MutuallyExclusiveCallbackGroup()
         self.intake = Intake(node, self.settings, self.log, self._throttled, MutuallyExclusiveCallbackGroup(),
@@ -103,9 +103,9 @@ class AnytimePerception:
         self.parameters.declare()
 
     def _apply_parameters(self, names: set[str]) -> None:
-        if self.executor is not None:
+        if self.scheduler is not None:
             if any(n.startswith("policies.") for n in names):
-                self.executor.set_policies(self.settings.policies())
+                self.scheduler.set_policies(self.settings.policies())
             if names & {"priority", "deadline_ms"} or any(n.startswith("cameras.") for n in names):
                 self._configure_sources()
         if "diagnostics_period_s" in names and self._diag_timer is not None:
@@ -114,7 +114,7 @@ class AnytimePerception:
 
     # ----- configure: model, runtime, publishers, action server ---------------------------------------------------
     def configure(self) -> None:
-        from ..runtime import AnytimeExecutor
+        from ..runtime import AnytimeScheduler
 
         s = self.settings
         if s.torch_threads:
@@ -144,20 +144,20 @@ class AnytimePerception:
                                      f"{error}") from None
         self.outputs = OutputThread(f"{self.node.get_name()}-output", self.log, self.node.context.ok,
                                     self._throttled)
-        self.executor = AnytimeExecutor(model, policies=s.policies(), clock=RosClock(self.node),
+        self.scheduler = AnytimeScheduler(model, policies=s.policies(), clock=RosClock(self.node),
                                         on_result=self.outputs.on_result, on_end=self.outputs.on_end,
                                         latency_model=latency, name=f"{self.node.get_name()}-runtime")
         cameras = make_cameras(s.camera_names)
-        self.intake.configure(cameras, self.executor, Preprocessor(model, s.input_size))
+        self.intake.configure(cameras, self.scheduler, Preprocessor(model, s.input_size))
         self._configure_sources()
         for camera in cameras:
             camera.sink = CameraSink(camera, self.create_publisher, builder, s, model.num_exits,
-                                     self.executor.clock.now, self.log, self._throttled)
+                                     self.scheduler.clock.now, self.log, self._throttled)
         self._label_pub = self.create_publisher(LabelInfo, "label_info", LATCHED_QOS)
         self._label_message = labels.message
         self._diag_pub = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.reporter.reset()                                        # a re-configure reports from zero
-        self.action.configure(self.executor, builder)
+        self.action.configure(self.scheduler, builder)
         size = "each frame's own size" if s.input_size is None else f"{s.input_size[0]}x{s.input_size[1]}"
         self.log.info(f"{s.model} on {s.device} at {size}, {model.num_exits} exits, execution "
                       f"{self.loaded.execution} ({self.loaded.execution_reason or 'as configured'}), ready in "
@@ -172,7 +172,7 @@ class AnytimePerception:
                 deadline_ms = self.settings.camera_deadline_ms(camera.name)
             else:
                 priority, deadline_ms = self.settings.priority, self.settings.deadline_ms
-            self.executor.configure_source(camera.source, SourceConfig(
+            self.scheduler.configure_source(camera.source, SourceConfig(
                 priority=int(priority), budget=deadline_ms / 1000.0 if deadline_ms > 0 else None))
 
     def _diagnostics_timer(self):
@@ -182,14 +182,14 @@ class AnytimePerception:
     # ----- activate / deactivate / cleanup ------------------------------------------------------------------------
     def activate(self) -> None:
         self.outputs.start()
-        self.executor.start()
+        self.scheduler.start()
         self.intake.start()
         header = Header(stamp=self.node.get_clock().now().to_msg())
         self._label_pub.publish(self._label_message(header, self.settings.model, self.loaded.model.num_exits))
         self._diag_timer = self._diagnostics_timer()
         inputs = ", ".join(c.image_topic for c in self.cameras)
         self.log.info(f"listening on {inputs}" + (" (+ /compressed)" if self.settings.subscribe_compressed else "")
-                      + f"; policies: {self.executor.policies.describe()}")
+                      + f"; policies: {self.scheduler.policies.describe()}")
 
     def deactivate(self) -> None:
         """Stop taking input and stop the worker: frames and goals in flight end with ``shutdown`` (and each camera
@@ -198,8 +198,8 @@ class AnytimePerception:
         if self._diag_timer is not None:
             self.node.destroy_timer(self._diag_timer)
             self._diag_timer = None
-        if self.executor is not None:
-            self.executor.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.outputs is not None:
             self.outputs.stop()         # after every result and end the stopped runtime delivered
 
@@ -217,7 +217,7 @@ class AnytimePerception:
                 self.node.destroy_publisher(publisher)
         self._label_pub = self._diag_pub = None
         self.intake.cameras = []
-        self.executor = self.intake.executor = None
+        self.scheduler = self.intake.scheduler = None
         self.loaded = None
         try:
             import torch
@@ -229,7 +229,7 @@ class AnytimePerception:
 
     def publish_diagnostics(self) -> DiagnosticArray | None:
         """Publish one /diagnostics report now (the timer calls it every diagnostics_period_s)."""
-        if self.executor is None or self._diag_pub is None:
+        if self.scheduler is None or self._diag_pub is None:
             return None
         s = self.settings
         info = {"model": s.model, "weights": self.loaded.weights, "device": s.device,
@@ -240,7 +240,7 @@ class AnytimePerception:
                 "output_queue_peak_since_report": self.outputs.take_recent_peak(),
                 "output_queue_depth": self.outputs.depth()}
         array = self.reporter.report(Header(stamp=self.node.get_clock().now().to_msg()), f"{s.model}@{s.device}",
-                                     info, self.executor.stats(), self.cameras, self.action,
+                                     info, self.scheduler.stats(), self.cameras, self.action,
                                      self.outputs.output_time, self.intake.input_time)
         self._diag_pub.publish(array)
         return array

@@ -90,13 +90,13 @@ class PerceiveAction:
         self._pending = 0
         self._generation = 0
         self._server = None
-        self.executor = None
+        self.scheduler = None          # the runtime's AnytimeScheduler, once configured
         self.builder = None
 
-    def configure(self, executor, builder) -> None:
+    def configure(self, scheduler, builder) -> None:
         """A lifecycle cleanup -> configure starts from zero: new slots (goals of the old configuration do not
         return theirs) and no pending goals."""
-        self.executor, self.builder = executor, builder
+        self.scheduler, self.builder = scheduler, builder
         with self._lock:
             self._generation += 1
             self._free_slots = [f"{ACTION_SOURCE}_{i}" for i in range(self.settings.max_concurrent_goals)]
@@ -111,7 +111,7 @@ class PerceiveAction:
         if self._server is not None:
             self._server.destroy()
             self._server = None
-        self.executor = None
+        self.scheduler = None
 
     def in_flight(self) -> int:
         with self._lock:
@@ -165,8 +165,8 @@ class PerceiveAction:
                 return CancelResponse.ACCEPT
             sink.cancel_requested = True
             job_id = sink.job_id
-        if job_id is not None and self.executor is not None:
-            self.executor.cancel(job_id)
+        if job_id is not None and self.scheduler is not None:
+            self.scheduler.cancel(job_id)
         return CancelResponse.ACCEPT
 
     # ----- execution -------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class PerceiveAction:
         so one single-threaded executor serves frames, goals, cancels and parameters while goals are in flight."""
         key = bytes(goal_handle.goal_id.uuid)
         sink = GoalSink(handle=goal_handle, builder=self.builder, counters=self.counters,
-                        now=self.executor.clock.now if self.executor is not None else None)
+                        now=self.scheduler.clock.now if self.scheduler is not None else None)
         wake_on_done(sink.done, self.node.executor)
         with self._lock:
             self._pending = max(0, self._pending - 1)
@@ -202,7 +202,7 @@ class PerceiveAction:
         header = request.image.header
         if not sink.slot:            # accepted before a lifecycle re-configure, executing after it: all slots taken
             return self._abort(goal_handle, result, AnytimeSegmentation.STOP_FAILED, "busy", self._busy_text(), header)
-        if not self.intake.active or self.executor is None:   # deactivated between acceptance and execution
+        if not self.intake.active or self.scheduler is None:   # deactivated between acceptance and execution
             return self._abort(goal_handle, result, AnytimeSegmentation.STOP_SHUTDOWN, "inactive",
                                "the node is not active", header)
         try:

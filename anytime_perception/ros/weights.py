@@ -127,13 +127,13 @@ def warm_up(model, size: tuple[int, int] | None, device: str, log=None):
     that the first real frame does not pay for one-off work (the FLOPs table the latency model reads, PyTorch's
     first calls) and the latency model starts with measured step times. Returns that latency model."""
     from ..models import AnytimeHRNet
-    from ..runtime import AnytimeExecutor, Job, LatencyModel
+    from ..runtime import AnytimeScheduler, Job, LatencyModel
 
     latency = LatencyModel()
     if size is None or not isinstance(model, AnytimeHRNet):
         return latency        # the size is known only when frames arrive: the first frame warms up
     began = time.perf_counter()
-    warm = AnytimeExecutor(model, latency_model=latency, name="warm-up")
+    warm = AnytimeScheduler(model, latency_model=latency, name="warm-up")
     for image in clip_batch(size, WARMUP_FRAMES, model):
         warm.submit(Job(image.to(device), stamp=0.0))
         warm.run_until_idle()
