@@ -19,8 +19,10 @@ Label rule (labels/STEM.png, uint8; 0 background, 1 person, 255 ignore):
   COLLAPSED_TORSO (0.1) and TORSO_MIN (a man behind the sign in a group of three: presence 1.0, torso 0.177).
   Boxes both lean against (torso < 0.1, or low presence and torso < TORSO_MIN: cones, rocks, the sign) stay
   background: they are the hard negatives. Person pixels (P >= 0.7) from other crops inside such a box stay 1.
-- 255 inside each weak box (detector score in [0.1, CROP_SCORE)) that overlaps no cropped box (IoU <= 0.5): the
-  detector half-sees something there that nobody checked (dark-clothed pedestrians beside the sign score 0.15-0.24).
+- 255 inside each weak box (detector score in [0.1, CROP_SCORE)) that is shaped like a standing person (width
+  0.2-0.75 of its height) and overlaps no cropped box (IoU <= 0.5): the detector half-sees someone there whom
+  nobody checked (dark-clothed pedestrians beside vtest's sign: score 0.15-0.24, width 0.22-0.31 of the height).
+  Without the shape test, weak boxes blanked out whole blurred car fronts in bikes and drew pole-thin strips.
 
 Joints (labels/STEM.json): BlazePose -> MPII 0<-28, 1<-26, 2<-24, 3<-23, 4<-25, 5<-27, 6 (pelvis) <- mid(23, 24),
 7 (thorax) <- mid(11, 12), 10<-16, 11<-14, 12<-12, 13<-11, 14<-13, 15<-15. MPII's upper neck and head top have
@@ -57,6 +59,7 @@ BACKGROUND_P = 0.3
 BAND_PX = 1
 DISAGREE_SCORE = 0.5
 WEAK_OVERLAP_IOU = 0.5
+WEAK_ASPECT = (0.2, 0.75)  # width / height of a standing person's box
 VISIBLE_MIN = 0.5
 DUPLICATE_TORSO_FRACTION = 0.25
 IGNORE = 255
@@ -168,6 +171,12 @@ def iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def person_shaped(box: list[float]) -> bool:
+    """Whether a box's width / height is that of a standing person (WEAK_ASPECT)."""
+    width, height = box[2] - box[0], box[3] - box[1]
+    return height > 0 and WEAK_ASPECT[0] <= width / height <= WEAK_ASPECT[1]
+
+
 def torso_midpoints(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shoulder and hip midpoints of 33 BlazePose landmarks."""
     shoulders = landmarks[[LEFT_SHOULDER, RIGHT_SHOULDER], :2].mean(axis=0)
@@ -193,7 +202,8 @@ def label_frame(frame_bgr: np.ndarray, boxes: list[list[float]], pose: BlazePose
     rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1])
     height, width = rgb.shape[:2]
     cropped = [box for box in boxes if box[4] >= CROP_SCORE]
-    weak = [box for box in boxes if box[4] < CROP_SCORE and all(iou(box, c) <= WEAK_OVERLAP_IOU for c in cropped)]
+    weak = [box for box in boxes if box[4] < CROP_SCORE and person_shaped(box)
+            and all(iou(box, c) <= WEAK_OVERLAP_IOU for c in cropped)]
     candidates, rejected = [], []
     for box in cropped:
         x0, y0, side = square_crop(box, width, height)
@@ -268,7 +278,7 @@ def main() -> int:
             raise SystemExit(f"cannot read {FRAMES / f'{stem_name}.jpg'}: run the frames stage first")
         boxes = json.loads(detections_path.read_text())["boxes"]
         label, record = label_frame(frame, boxes, pose)
-        crops += len(boxes)
+        crops += sum(box[4] >= CROP_SCORE for box in boxes)
         png = LABELS / f"{stem_name}.png"
         ok, data = cv2.imencode(".png", label)
         png.with_suffix(".tmp").write_bytes(data.tobytes())
