@@ -94,6 +94,7 @@ setup(
         "ros": ["opencv-python-headless>=4.8", "rosbags>=0.10", "tqdm>=4.60"],
         "train": ["opencv-python-headless>=4.8", "pyyaml>=6", "tqdm>=4.60", "matplotlib>=3.7", "scipy>=1.10",
                   "cityscapesscripts>=2.2"],
+        "gpu": ["triton>=3.2"],  # the sparse backend's Triton kernels on CUDA (models/gpu/); never needed on CPU
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -28,7 +28,8 @@ def extension_state(monkeypatch):
 
 
 def test_table_names_and_unknown_names():
-    assert EXECUTION_NAMES == ("auto", "emulate", "sparse") and set(EXECUTIONS) == {"emulate", "sparse"}
+    assert EXECUTION_NAMES == ("auto", "emulate", "sparse", "triton")
+    assert set(EXECUTIONS) == {"emulate", "sparse", "triton"}
     assert isinstance(make_execution("emulate"), EmulatedExecution)
     assert isinstance(make_execution("sparse"), SparseExecution)
     with pytest.raises(ValueError, match="unknown execution 'warp'; known: auto, emulate, sparse"):

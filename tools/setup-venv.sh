@@ -9,7 +9,8 @@ PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
-"$VENV/bin/python" -m pip install -q -e ".[test,ros,train]"
+# gpu: Triton, pinned to the version whose interpreter the tests run the GPU kernels under (CPU tensors, no GPU).
+"$VENV/bin/python" -m pip install -q -e ".[test,ros,train,gpu]" "triton==3.9.*"
 # The sparse backend's C++ extension (CPU), built here with this machine's compiler; the backend falls back to plain
 # PyTorch ops without it.
 "$VENV/bin/python" -m anytime_perception.models.sparse.build --quiet

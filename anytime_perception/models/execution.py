@@ -3,6 +3,9 @@
 - "emulate": the authors' semantics, a dense conv then mask and RBF fill (no savings; any device);
 - "sparse": only the computed pixels (`sparse/`), on the C++ extension where it is built (CPU), else on plain
   PyTorch ops (any device; on CPU slower than the dense model);
+- "triton": the sparse backend on GPUs (`gpu/`): Triton kernels over active 8x8 output tiles, what "sparse" runs
+  on CUDA when Triton imports (`pip install .[gpu]`); on CPU tensors only under Triton's interpreter (tests),
+  otherwise the CPU sparse backend;
 - "auto": the fastest measured for the device: sparse when the C++ extension loads and the device is the CPU,
   otherwise emulate (no GPU sparse backend has been measured faster than the emulation yet).
 
@@ -15,12 +18,14 @@ from collections.abc import Callable
 
 import torch
 
+from .gpu import TritonExecution, kernels_run_on, triton_error
 from .masked_conv import ConvExecution, EmulatedExecution
 from .sparse import SparseExecution, extension, load_error
 
 EXECUTIONS: dict[str, Callable[[], ConvExecution]] = {
     "emulate": EmulatedExecution,
     "sparse": SparseExecution,
+    "triton": TritonExecution,
 }
 AUTO = "auto"
 EXECUTION_NAMES = (AUTO, *EXECUTIONS)
@@ -32,6 +37,11 @@ def resolve_execution(name: str, device: torch.device | str | None = None) -> tu
         raise ValueError(f"unknown execution {name!r}; known: {', '.join(EXECUTION_NAMES)}")
     kind = torch.device(device if device is not None else "cpu").type
     if name != AUTO:
+        if name == "sparse" and kind == "cuda" and kernels_run_on(kind):
+            return "triton", "requested sparse on cuda: Triton kernels over active tiles (unmeasured)"
+        if name == "triton" and not kernels_run_on(kind):
+            why = triton_error() or f"no Triton kernels for {kind} outside the interpreter"
+            return name, f"requested; {why}: the CPU sparse backend's paths run"
         if name == "sparse" and (kind != "cpu" or extension() is None):
             detail = (f"no sparse kernels for {kind}" if kind != "cpu"
                       else f"the C++ extension is not loaded ({load_error() or 'not built'})")

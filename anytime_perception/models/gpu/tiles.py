@@ -4,7 +4,9 @@ A tile is TILE x TILE output pixels of one image; it is *active* when any of its
 launch one program per tile of the map (a fixed grid, so no host sync): `order` lists active tiles first, and a
 program whose index is not below `count` (a one-element tensor on the device) returns at once. `near` marks tiles
 within one tile of an active one: only their skipped pixels can have a computed pixel among their RBF neighbours
-(the fill reaches 3 pixels, less than a tile), everywhere else the fill is zero. Built once per exit and resolution
+(the fill reaches 3 pixels, less than a tile), everywhere else the fill is zero. The computed map is stored with a
+zero border as wide as the fill's reach, so the fill's neighbour lookups need no bounds checks: a neighbour outside
+the image reads "skipped", which is what the emulation's zero padding gives. Built once per exit and resolution
 and memoised on the `ComputeMask`, like the CPU backend's row tables (`sparse/tables.py`).
 """
 from __future__ import annotations
@@ -16,12 +18,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..masked_conv import RBF_SIZE
+from ..sparse.tables import OFFSETS
 
 # 8x8 = 64 output pixels: the M dimension of one program's GEMM. Large enough for tensor-core tiles, small enough
 # that a tile around an isolated uncertain region wastes little (SegBlocks/DynConv use 8-16).
 TILE = 8
-if TILE < RBF_SIZE // 2:
+REACH = RBF_SIZE // 2
+if TILE < REACH:
     raise AssertionError("the fill must not reach past the neighbouring tile")
+
+
+_OFFSETS_ON: dict[torch.device, Tensor] = {}
+
+
+def _offsets_on(device: torch.device) -> Tensor:
+    """(len(OFFSETS), 2) int32 (dy, dx) on `device`, copied there once: a copy from host memory per table would
+    wait for the GPU's queue."""
+    if device not in _OFFSETS_ON:
+        _OFFSETS_ON[device] = torch.tensor(OFFSETS, dtype=torch.int32, device=device)
+    return _OFFSETS_ON[device]
 
 
 @dataclass
@@ -32,7 +47,8 @@ class TileTable:
     tiles_y: int
     tiles_x: int
     total: int  # B * tiles_y * tiles_x: the size of every launch grid's first axis
-    computed: Tensor  # (B*H*W,) uint8, 1 = computed pixel, rows in (b, y, x) order
+    computed: Tensor  # (B, H + 2*REACH, W + 2*REACH) uint8, 1 = computed pixel, zero border
+    steps: Tensor  # (len(OFFSETS), 2) int32: each RBF offset as a step in `computed` and in (b, y, x) rows
     order: Tensor  # (total,) int32 tile indices b*tiles_y*tiles_x + ty*tiles_x + tx, active tiles first
     count: Tensor  # (1,) int32: how many tiles are active
     near: Tensor  # (total,) uint8: tile is active or next to an active one (its skipped pixels may need the fill)
@@ -55,8 +71,10 @@ def tile_table(mask, height: int, width: int, tile: int = TILE) -> TileTable:
         near = F.max_pool2d(active[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
         flat = active.reshape(-1)
         order = torch.argsort((~flat).to(torch.uint8), stable=True).to(torch.int32)
-        return TileTable(height, width, tile, tiles_y, tiles_x, flat.numel(),
-                         m.reshape(-1).to(torch.uint8).contiguous(), order.contiguous(),
+        computed = F.pad(m[:, 0].to(torch.uint8), (REACH, REACH, REACH, REACH)).contiguous()
+        dy, dx = _offsets_on(m.device).unbind(1)
+        steps = torch.stack([dy * (width + 2 * REACH) + dx, dy * width + dx], dim=1).contiguous()
+        return TileTable(height, width, tile, tiles_y, tiles_x, flat.numel(), computed, steps, order.contiguous(),
                          flat.sum(dtype=torch.int32).reshape(1), near.reshape(-1).to(torch.uint8).contiguous(), flat)
 
     return mask.memo(("gpu.tiles", height, width, tile), make)
