@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from ..masked_conv import MaskedConv2d
 from ..sparse import SparseExecution
-from ..sparse import tables as row_tables
 from ..sparse.units import _supported
 from .tiles import TILE, tile_table
 
@@ -60,10 +59,6 @@ def kernels_run_on(device: torch.device | str) -> bool:
     return kernels is not None and (kind == "cuda" or kernels.INTERPRETED)
 
 
-# (dy, dx) of the RBF offsets in the order of the folded weights (`_Folded.rbf`), nearest first.
-_OFFSETS = torch.tensor(row_tables.OFFSETS, dtype=torch.int32).reshape(-1)
-
-
 class TritonExecution(SparseExecution):
     """Masked convolutions over active tiles with Triton kernels (see the module docstring); `tile`: tile edge."""
 
@@ -72,7 +67,6 @@ class TritonExecution(SparseExecution):
     def __init__(self, tile: int = TILE, **sparse_options):
         super().__init__(**sparse_options)
         self.tile = tile
-        self._offsets: dict[torch.device, Tensor] = {}
 
     def describe(self, device: torch.device | str = "cpu") -> str:
         if kernels_run_on(device):
@@ -98,15 +92,5 @@ class TritonExecution(SparseExecution):
         y = kernels.conv_tiles(x, folded.gemm_weight(), table, conv.kernel_size[0], conv.stride[0], conv.padding[0])
         out = torch.empty((b, conv.out_channels, ho, wo), dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
-        return kernels.finish(y, table, self._offsets_on(x.device), folded.rbf, folded.nuse, folded.bact,
-                              folded.ubias, folded.shift, residual, relu, out)
-
-    def _offsets_on(self, device: torch.device) -> Tensor:
-        if device not in self._offsets:
-            self._offsets[device] = _OFFSETS.to(device)
-        return self._offsets[device]
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_offsets"] = {}
-        return state
+        return kernels.finish(y, table, folded.rbf, folded.nuse, folded.bact, folded.ubias, folded.shift, residual,
+                              relu, out)

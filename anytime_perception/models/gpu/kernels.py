@@ -23,6 +23,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .tiles import REACH
+
 INTERPRETED = bool(triton.knobs.runtime.interpret)
 # Channel blocks per program. Compiled: register-sized. Interpreted: every op of a program costs Python time whatever
 # its size, so one program covers all channels of a tile (HRNet's masked convs have at most 720).
@@ -46,32 +48,36 @@ def _conv_tiles_kernel(x_ptr, w_ptr, y_ptr, order_ptr, count_ptr,
         inside = (oy < out_h) & (ox < out_w)
         n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = n < c_out
-        image = x_ptr + b.to(tl.int64) * sxn
+        iy0 = oy * STRIDE - PAD
+        ix0 = ox * STRIDE - PAD
+        corner = x_ptr + b.to(tl.int64) * sxn + iy0.to(tl.int64) * sxh + ix0.to(tl.int64) * sxw  # tap (0, 0)
+        k = tl.arange(0, BLOCK_K)
         acc = tl.zeros((TILE * TILE, BLOCK_N), dtype=tl.float32)
         for ky in tl.static_range(KSIZE):
+            iy = iy0 + ky
+            row_ok = inside & (iy >= 0) & (iy < in_h)
             for kx in tl.static_range(KSIZE):
-                iy = oy * STRIDE - PAD + ky
-                ix = ox * STRIDE - PAD + kx
-                tap_ok = inside & (iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)
-                pixel = image + iy.to(tl.int64) * sxh + ix.to(tl.int64) * sxw
+                ix = ix0 + kx
+                tap_ok = row_ok & (ix >= 0) & (ix < in_w)
+                pixel = corner + (ky * sxh + kx * sxw)
+                w_tap = w_ptr + (ky * KSIZE + kx) * c_in * c_out + n[None, :]
                 for c0 in range(0, c_in, BLOCK_K):
-                    c = c0 + tl.arange(0, BLOCK_K)
+                    c = c0 + k
                     c_ok = c < c_in
                     a = tl.load(pixel[:, None] + c[None, :] * sxc, mask=tap_ok[:, None] & c_ok[None, :], other=0.0)
-                    w_rows = (ky * KSIZE + kx) * c_in + c
-                    w = tl.load(w_ptr + w_rows[:, None] * c_out + n[None, :], mask=c_ok[:, None] & n_ok[None, :],
-                                other=0.0)
+                    w = tl.load(w_tap + c[:, None] * c_out, mask=c_ok[:, None] & n_ok[None, :], other=0.0)
                     acc = tl.dot(a, w, acc, input_precision=PRECISION)
         rows = (b.to(tl.int64) * out_h + oy) * out_w + ox
         tl.store(y_ptr + rows[:, None] * c_out + n[None, :], acc, mask=inside[:, None] & n_ok[None, :])
 
 
 @triton.jit
-def _finish_kernel(y_ptr, computed_ptr, near_ptr, offsets_ptr, rbf_ptr, n_offsets,
+def _finish_kernel(y_ptr, computed_ptr, near_ptr, steps_ptr, rbf_ptr, n_offsets,
                    bact_ptr, ubias_ptr, shift_ptr, res_ptr, out_ptr,
                    channels, out_h, out_w, tiles_x, tiles_per_image,
                    srn, src, srh, srw, son, soc, soh, sow,
-                   HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, TILE: tl.constexpr, BLOCK_C: tl.constexpr):
+                   HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, TILE: tl.constexpr, REACH: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
     tile = tl.program_id(0)
     b = tile // tiles_per_image
     rest = tile % tiles_per_image
@@ -84,29 +90,24 @@ def _finish_kernel(y_ptr, computed_ptr, near_ptr, offsets_ptr, rbf_ptr, n_offset
     shift = tl.load(shift_ptr + c, mask=c_ok, other=0.0)
     pre = tl.zeros((TILE * TILE, BLOCK_C), dtype=tl.float32) + shift[None, :]
     if tl.load(near_ptr + tile) != 0:
-        image_row = b.to(tl.int64) * out_h
-        rows = (image_row + oy) * out_w + ox
-        computed = (tl.load(computed_ptr + rows, mask=inside, other=0) != 0) & inside
+        rows = (b.to(tl.int64) * out_h + oy) * out_w + ox
+        flags = computed_ptr + (b.to(tl.int64) * (out_h + 2 * REACH) + oy + REACH) * (out_w + 2 * REACH) + ox + REACH
+        computed = (tl.load(flags, mask=inside, other=0) != 0) & inside
         skipped = inside & (computed == 0)
+        values = y_ptr + rows[:, None] * channels + c[None, :]
         acc = tl.zeros((TILE * TILE, BLOCK_C), dtype=tl.float32)
         weight_sum = tl.zeros((TILE * TILE,), dtype=tl.float32)
         for o in range(n_offsets):
-            dy = tl.load(offsets_ptr + 2 * o)
-            dx = tl.load(offsets_ptr + 2 * o + 1)
             w_o = tl.load(rbf_ptr + o)
-            ny = oy + dy
-            nx = ox + dx
-            ok = skipped & (ny >= 0) & (ny < out_h) & (nx >= 0) & (nx < out_w)
-            nrows = (image_row + ny) * out_w + nx
-            ok = ok & (tl.load(computed_ptr + nrows, mask=ok, other=0) != 0)
-            v = tl.load(y_ptr + nrows[:, None] * channels + c[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0)
+            ok = skipped & (tl.load(flags + tl.load(steps_ptr + 2 * o), mask=skipped, other=0) != 0)
+            v = tl.load(values + tl.load(steps_ptr + 2 * o + 1) * channels, mask=ok[:, None] & c_ok[None, :],
+                        other=0.0)
             acc += w_o * v
             weight_sum += tl.where(ok, w_o, 0.0)
         ubias = tl.load(ubias_ptr + c, mask=c_ok, other=0.0)
         fill = acc + ubias[None, :] * weight_sum[:, None] + shift[None, :]
         bact = tl.load(bact_ptr + c, mask=c_ok, other=0.0)
-        y = tl.load(y_ptr + rows[:, None] * channels + c[None, :], mask=computed[:, None] & c_ok[None, :],
-                    other=0.0)
+        y = tl.load(values, mask=computed[:, None] & c_ok[None, :], other=0.0)
         pre = tl.where(computed[:, None], y + bact[None, :], fill)
     keep = inside[:, None] & c_ok[None, :]
     if HAS_RESIDUAL:
@@ -144,15 +145,16 @@ def conv_tiles(x: Tensor, weight_rows: Tensor, table, kernel: int, stride: int, 
     return y
 
 
-def finish(y: Tensor, table, offsets: Tensor, rbf: Tensor, n_offsets: int, bact: Tensor, ubias: Tensor,
-           shift: Tensor, residual: Tensor | None, relu: bool, out: Tensor) -> Tensor:
+def finish(y: Tensor, table, rbf: Tensor, n_offsets: int, bact: Tensor, ubias: Tensor, shift: Tensor,
+           residual: Tensor | None, relu: bool, out: Tensor) -> Tensor:
     """Write `out` (B, C, H, W, any layout): computed pixels from `y`, skipped ones filled, + residual, ReLU."""
     b, channels, out_h, out_w = out.shape
     block_c = _block(channels, 16, MAX_BLOCK_N)
     grid = (table.total, triton.cdiv(channels, block_c))
     res = residual if residual is not None else out
-    _finish_kernel[grid](y, table.computed, table.near, offsets, rbf, n_offsets, bact, ubias, shift, res, out,
+    _finish_kernel[grid](y, table.computed, table.near, table.steps, rbf, n_offsets, bact, ubias, shift, res, out,
                          channels, out_h, out_w, table.tiles_x, table.tiles_per_image,
                          *res.stride(), *out.stride(),
-                         HAS_RESIDUAL=residual is not None, RELU=relu, TILE=table.tile, BLOCK_C=block_c)
+                         HAS_RESIDUAL=residual is not None, RELU=relu, TILE=table.tile, REACH=REACH,
+                         BLOCK_C=block_c)
     return out
