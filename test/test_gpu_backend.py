@@ -167,6 +167,13 @@ def test_gradients_and_training_batchnorm_do_not_run_the_kernels():
     assert execution.stats == {"emulate": 1} and x.grad is not None
 
 
+def test_tensors_the_kernels_do_not_run_on_go_to_the_cpu_sparse_backend(monkeypatch):
+    monkeypatch.setattr(gpu_execution, "kernels_run_on", lambda device: False)  # as for CPU tensors, compiled
+    got, ref, execution = run_unit(3, 1, size=(9, 10))
+    assert set(execution.stats) <= {"cpp-sparse", "cpp-dense", "torch-sparse", "torch-dense"}
+    assert rel_err(got, ref) < TOLERANCE[torch.float32]
+
+
 def test_execution_table():
     assert resolve_execution("sparse", "cuda")[0] == "triton"  # Triton imports here
     assert resolve_execution("auto", "cuda")[0] == "emulate"  # until the tiles are measured faster
