@@ -3,8 +3,8 @@
 TRITON_INTERPRET=1 must be set when Triton decorates the kernels (kernels.py's import) and while they run (parts
 of Triton's language check it at call time). It is set while this module imports them and during its tests only
 (`_interpreter_variable`), so it never leaks into other tests or the subprocesses they start. If another test module
-imported the kernels first (compiled mode), the module is reloaded under the interpreter. The interpreter runs each program's ops in Python, so maps and
-channel counts stay tiny.
+imported the kernels first (compiled mode), the module is reloaded under the interpreter. The interpreter runs each
+program's ops in Python, so maps and channel counts stay tiny.
 """
 import contextlib
 import dataclasses
