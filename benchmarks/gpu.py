@@ -3,6 +3,7 @@
     python benchmarks/gpu.py                       # W48 and W18s at 512x1024 and 1024x2048 (the README table)
     python benchmarks/gpu.py --quick               # W18s at 512x1024, 3 repeats: a smoke run of a few minutes
     python benchmarks/gpu.py --models adpc_hrnet_w48_seg --sizes 1024x2048 --repeats 20
+    python benchmarks/gpu.py --tiles               # no GPU needed: how much of each map the active tiles cover
 
 Modes (same weights, channels_last, fp16, `torch.inference_mode`):
 - dense: `adaptive=False`, BN folded into every conv (the fair dense baseline, as in `sparse_speedup.py`);
@@ -15,6 +16,9 @@ adaptive GFLOPs (as the model reports them), measured ratio = dense ms / sparse 
 ratio. Also: exit-1 latency as a share of the dense forward, and the largest relative difference between sparse and
 emulated logits per exit (the backend's correctness on this GPU). Without a CUDA device (or Triton) it says so and
 exits with status 0.
+
+`--tiles` (CPU): for the same masks, the share of pixels computed at each conv resolution and the share the active
+4x4, 8x8 and 16x16 tiles cover (what the tile backend computes): their ratio bounds the efficiency tiles can reach.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anytime_perception import create_model  # noqa: E402
-from anytime_perception.models.gpu import TritonExecution, kernels_run_on, triton_error  # noqa: E402
+from anytime_perception.models.gpu import TritonExecution, kernels_run_on, tiles, triton_error  # noqa: E402
+from anytime_perception.models.masks import ComputeMask, mask_from_bool  # noqa: E402
 from anytime_perception.models.sparse.benchmark_masks import (ScriptedCriterion, calibrate_to_gflops,  # noqa: E402
                                                               paper_targets, synthetic_difficulty)
 from anytime_perception.models.sparse.fold import fold_batchnorm  # noqa: E402
@@ -36,6 +41,7 @@ from anytime_perception.models.untrained import randomise_weights  # noqa: E402
 MODELS = ("adpc_hrnet_w48_seg", "adpc_hrnet_w18s_seg")
 SIZES = ((512, 1024), (1024, 2048))
 MODES = ("dense", "emulated", "sparse")
+TILE_EDGES = (4, 8, 16)
 
 
 def prepare(name: str, size: tuple[int, int], masks: list[torch.Tensor], device: torch.device) -> dict:
@@ -77,10 +83,7 @@ def timed_forward(model, images: torch.Tensor, adaptive: bool) -> tuple[list[flo
 
 
 def run(name: str, size: tuple[int, int], repeats: int, device: torch.device) -> list[list]:
-    cfg = create_model("adpc_hrnet_w48_seg").config
-    difficulty = synthetic_difficulty(size[0] // 4, size[1] // 4)
-    masks, _ = calibrate_to_gflops(cfg, size, difficulty, paper_targets(cfg, size))
-    models = prepare(name, size, masks, device)
+    models = prepare(name, size, synthetic_masks(size), device)
     images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     images = images.to(device=device, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
     outputs = {}
@@ -106,6 +109,31 @@ def run(name: str, size: tuple[int, int], repeats: int, device: torch.device) ->
     return rows
 
 
+def synthetic_masks(size: tuple[int, int]) -> list[torch.Tensor]:
+    """Compute masks after exits 1..3 (B=1, 1/4 resolution, bool) calibrated to Table 1's ADP-C GFLOPs."""
+    cfg = create_model("adpc_hrnet_w48_seg").config
+    difficulty = synthetic_difficulty(size[0] // 4, size[1] // 4)
+    return calibrate_to_gflops(cfg, size, difficulty, paper_targets(cfg, size))[0]
+
+
+def tile_coverage(size: tuple[int, int]) -> list[list]:
+    """Per masked exit and conv resolution (1/4 .. 1/32): computed share, shares covered by active tiles."""
+    rows = []
+    for k, compute in enumerate(synthetic_masks(size)):
+        base = mask_from_bool(compute[:1], (size[0] // 4, size[1] // 4), torch.float32)
+        mask = ComputeMask(base, TritonExecution())
+        for factor in (4, 8, 16, 32):
+            h, w = size[0] // factor, size[1] // factor
+            shares = []
+            for edge in TILE_EDGES:
+                table = tiles.tile_table(mask, h, w, edge)
+                covered = table.active.reshape(table.tiles_y, table.tiles_x).repeat_interleave(edge, 0) \
+                    .repeat_interleave(edge, 1)[:h, :w]
+                shares.append(float(covered.float().mean()))
+            rows.append([f"{size[0]}x{size[1]}", k + 2, f"1/{factor}", float(mask.fraction(h, w).mean()), *shares])
+    return rows
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     def fmt(v):
         return f"{v:.3g}" if isinstance(v, float) and abs(v) < 1e-2 else f"{v:.2f}" if isinstance(v, float) else str(v)
@@ -121,7 +149,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in SIZES])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="W18s at 512x1024, 3 repeats")
+    parser.add_argument("--tiles", action="store_true", help="tile coverage of the masks (CPU, no timing)")
     args = parser.parse_args(argv)
+    if args.tiles:
+        rows = [row for size in args.sizes for row in tile_coverage(tuple(int(v) for v in size.split("x")))]
+        print(table(["size", "exit", "resolution", "computed", *(f"{e}x{e} tiles" for e in TILE_EDGES)], rows))
+        return 0
     if not torch.cuda.is_available():
         print("benchmarks/gpu.py: no CUDA device (torch.cuda.is_available() is False); nothing measured")
         return 0

@@ -82,7 +82,7 @@ def random_bn(channels: int, gen: torch.Generator) -> nn.BatchNorm2d:
 
 
 def run_unit(kernel, stride, *, dtype=torch.float32, residual=True, relu=True, bias=True, lam=3.0, share=0.2,
-             size=(19, 27), c_in=12, c_out=20, base=None):
+             size=(19, 27), c_in=12, c_out=20, base=None, tile=tiles.TILE):
     """(Triton output in `dtype`, emulated fp32 output, execution) of one conv unit on a random batch of 2 with
     per-image masks; `share` of the pixels computed."""
     gen = torch.Generator().manual_seed(kernel * 10 + stride)
@@ -98,7 +98,7 @@ def run_unit(kernel, stride, *, dtype=torch.float32, residual=True, relu=True, b
         base = (torch.rand(2, 1, ho, wo, generator=gen) < share).float()
     res = torch.randn(2, c_out, ho, wo, generator=gen) if residual else None
     unit = ConvUnit(conv, bn, relu)
-    execution = TritonExecution()
+    execution = TritonExecution(tile=tile)
     execution.stats = {}
     with torch.no_grad():
         ref = unit.run(x, ComputeMask(base, EmulatedExecution()), res)  # fp32: half precision is judged against it
@@ -141,6 +141,13 @@ def test_unit_equals_emulation(kernel, stride, residual, relu, bias, lam):
     assert execution.stats == {"triton": 1}
     assert got.shape == ref.shape and got.dtype == torch.float32
     assert rel_err(got, ref) < TOLERANCE[torch.float32]
+
+
+def test_4x4_tiles():  # the smallest tile the kernels take (16 rows per tl.dot); the fill reaches one tile over
+    got, ref, _ = run_unit(3, 1, tile=4, size=(10, 11), share=0.1)
+    assert rel_err(got, ref) < TOLERANCE[torch.float32]
+    with pytest.raises(ValueError, match="power of two >= 4"):
+        TritonExecution(tile=6)
 
 
 @pytest.mark.parametrize("share", [0.0, 1.0])

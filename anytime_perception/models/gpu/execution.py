@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..masked_conv import MaskedConv2d
 from ..sparse import SparseExecution
 from ..sparse.units import _supported
-from .tiles import TILE, tile_table
+from .tiles import REACH, TILE, tile_table
 
 _kernels = None
 _import_error: str | None = None
@@ -65,6 +65,9 @@ class TritonExecution(SparseExecution):
     name = "triton"
 
     def __init__(self, tile: int = TILE, **sparse_options):
+        if tile < 4 or tile & (tile - 1):
+            raise ValueError(f"tile must be a power of two >= 4 (tl.dot takes >= 16 rows; the fill reaches "
+                             f"{REACH} pixels), got {tile}")
         super().__init__(**sparse_options)
         self.tile = tile
 
