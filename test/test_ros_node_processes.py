@@ -287,7 +287,7 @@ def test_goal_bursts_and_cancel_storms_all_reach_a_terminal_status_seen_by_the_c
                  for i in range(50)]
         wait_for(lambda: all(f.done() for f in burst), timeout=120, what="50 goal responses", process=process)
         accepted = [f.result() for f in burst if f.result().accepted]
-        assert 1 <= len(accepted) <= 4                                  # max_concurrent_goals
+        assert accepted                                 # up to max_concurrent_goals, more as goals finish
         results = [h.get_result_async() for h in accepted]
         wait_for(lambda: all(r.done() for r in results), timeout=120, what="the burst's results", process=process)
         assert {r.result().status for r in results} <= TERMINAL
