@@ -8,7 +8,8 @@
 Modes (same weights, channels_last, fp16, `torch.inference_mode`):
 - dense: `adaptive=False`, BN folded into every conv (the fair dense baseline, as in `sparse_speedup.py`);
 - emulated: `execution="emulate"`, the authors' dense conv + mask + RBF fill (what `execution: auto` runs on CUDA);
-- sparse: `execution="sparse"`, which on CUDA with Triton is the tile backend (`models/gpu/`).
+- sparse: `execution="sparse"`, which on CUDA with Triton is the tile backend (`models/gpu/`), once per tile edge
+  (`--tile-edges 4 8`: 8x8 is the default; the low-resolution maps favour smaller tiles, see `--tiles`).
 Masks are the synthetic ones of `sparse_speedup.py` (calibrated to Table 1's ADP-C GFLOPs per exit), scripted so
 every mode computes the same pixels. Per exit: cumulative ms from the input to that exit (CUDA events recorded on
 the stream at each exit, one synchronisation per forward; the fastest of the repeats), FLOPs ratio = dense GFLOPs /
@@ -40,24 +41,27 @@ from anytime_perception.models.untrained import randomise_weights  # noqa: E402
 
 MODELS = ("adpc_hrnet_w48_seg", "adpc_hrnet_w18s_seg")
 SIZES = ((512, 1024), (1024, 2048))
-MODES = ("dense", "emulated", "sparse")
 TILE_EDGES = (4, 8, 16)
+HEADERS = ["model", "size", "tile", "exit", "dense ms", "emulated ms", "sparse ms", "FLOPs ratio", "measured ratio",
+           "efficiency", "sparse vs emulated"]
 
 
-def prepare(name: str, size: tuple[int, int], masks: list[torch.Tensor], device: torch.device) -> dict:
-    """dense / emulated / sparse models with the same (random) weights, fp16, channels_last, on `device`."""
+def prepare(name: str, masks: list[torch.Tensor], device: torch.device, edges: list[int]) -> dict:
+    """Models with the same (random) weights, fp16, channels_last, on `device`: "dense", "emulated" and one sparse
+    model per tile edge ("sparse 8" ...)."""
     base = create_model(name)
     randomise_weights(base, 0)
     models = {}
-    for mode in MODES:
+    for mode in ["dense", "emulated", *(f"sparse {e}" for e in edges)]:
         m = create_model(name, execution="emulate")
         m.load_state_dict(base.state_dict())
         m.eval()
         fold_batchnorm(m, include_masked=mode == "dense")
-        if mode == "sparse":
+        if mode.startswith("sparse"):
             m.set_execution("sparse", device)  # the execution table's choice on CUDA: the Triton backend
             if not isinstance(m.execution, TritonExecution):
                 raise RuntimeError(f"execution 'sparse' on {device} runs {m.execution_reason}, not the Triton backend")
+            m.execution = TritonExecution(tile=int(mode.split()[1]))
         m.criterion = ScriptedCriterion([mask.to(device) for mask in masks])
         models[mode] = m.to(device=device, dtype=torch.float16, memory_format=torch.channels_last)
     return models
@@ -82,30 +86,34 @@ def timed_forward(model, images: torch.Tensor, adaptive: bool) -> tuple[list[flo
     return [start.elapsed_time(m) for m in marks], [float(g.mean()) for g in gflops], logits
 
 
-def run(name: str, size: tuple[int, int], repeats: int, device: torch.device) -> list[list]:
-    models = prepare(name, size, synthetic_masks(size), device)
+def run(name: str, size: tuple[int, int], repeats: int, device: torch.device, edges: list[int]) -> list[list]:
+    models = prepare(name, synthetic_masks(size), device, edges)
+    modes = list(models)
     images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     images = images.to(device=device, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
     outputs = {}
     for mode, model in models.items():  # warm-up: Triton compiles its kernels, cuDNN picks algorithms
         outputs[mode] = timed_forward(model, images, adaptive=mode != "dense")
-    samples = {mode: [] for mode in MODES}
-    flops = {mode: outputs[mode][1] for mode in MODES}
+    samples = {mode: [] for mode in modes}
+    flops = {mode: outputs[mode][1] for mode in modes}
     for r in range(repeats):
-        for mode in MODES[r % 3:] + MODES[:r % 3]:  # rotating order: no mode always runs after another
+        for mode in modes[r % len(modes):] + modes[:r % len(modes)]:  # rotating: no mode always follows another
             samples[mode].append(timed_forward(models[mode], images, adaptive=mode != "dense")[0])
+    best = {mode: [min(s[k] for s in samples[mode]) for k in range(len(flops[mode]))] for mode in modes}
     rows = []
-    for k in range(len(flops["dense"])):
-        best = {mode: min(s[k] for s in samples[mode]) for mode in MODES}
-        emulated, sparse = outputs["emulated"][2][k].float(), outputs["sparse"][2][k].float()
-        error = float((sparse - emulated).abs().max() / emulated.abs().max().clamp(min=1e-12))
-        flops_ratio = flops["dense"][k] / flops["sparse"][k]
-        measured = best["dense"] / best["sparse"]
-        rows.append([name.replace("adpc_hrnet_", ""), f"{size[0]}x{size[1]}", k + 1, best["dense"], best["emulated"],
-                     best["sparse"], flops_ratio, measured, measured / flops_ratio, error])
-    dense_total = min(s[-1] for s in samples["dense"])
-    print(f"{name} {size[0]}x{size[1]}: exit 1 after {rows[0][5]:.2f} ms (sparse) = "
-          f"{100 * rows[0][5] / dense_total:.1f}% of the dense forward ({dense_total:.2f} ms)", flush=True)
+    for mode in modes[2:]:
+        for k in range(len(flops["dense"])):
+            emulated, sparse = outputs["emulated"][2][k].float(), outputs[mode][2][k].float()
+            error = float((sparse - emulated).abs().max() / emulated.abs().max().clamp(min=1e-12))
+            flops_ratio = flops["dense"][k] / flops[mode][k]
+            measured = best["dense"][k] / best[mode][k]
+            rows.append([name.replace("adpc_hrnet_", ""), f"{size[0]}x{size[1]}", mode.split()[1], k + 1,
+                         best["dense"][k], best["emulated"][k], best[mode][k], flops_ratio, measured,
+                         measured / flops_ratio, error])
+    dense_total = best["dense"][-1]
+    exit1 = min(best[mode][0] for mode in modes[2:])
+    print(f"{name} {size[0]}x{size[1]}: exit 1 after {exit1:.2f} ms (sparse) = {100 * exit1 / dense_total:.1f}% "
+          f"of the dense forward ({dense_total:.2f} ms)", flush=True)
     return rows
 
 
@@ -148,12 +156,14 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in SIZES])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--tile-edges", nargs="+", type=int, default=[8], help="one sparse run per tile edge")
     parser.add_argument("--quick", action="store_true", help="W18s at 512x1024, 3 repeats")
     parser.add_argument("--tiles", action="store_true", help="tile coverage of the masks (CPU, no timing)")
     args = parser.parse_args(argv)
     if args.tiles:
         rows = [row for size in args.sizes for row in tile_coverage(tuple(int(v) for v in size.split("x")))]
-        print(table(["size", "exit", "resolution", "computed", *(f"{e}x{e} tiles" for e in TILE_EDGES)], rows))
+        coverage = [f"{e}x{e} tiles" for e in TILE_EDGES]
+        print(table(["size", "exit", "resolution", "computed", *coverage], rows))
         return 0
     if not torch.cuda.is_available():
         print("benchmarks/gpu.py: no CUDA device (torch.cuda.is_available() is False); nothing measured")
@@ -170,9 +180,8 @@ def main(argv=None) -> int:
     for name in args.models:
         for size in args.sizes:
             h, w = (int(v) for v in size.split("x"))
-            rows += run(name, (h, w), args.repeats, device)
-    print(table(["model", "size", "exit", "dense ms", "emulated ms", "sparse ms", "FLOPs ratio", "measured ratio",
-                 "efficiency", "sparse vs emulated"], rows))
+            rows += run(name, (h, w), args.repeats, device, args.tile_edges)
+    print(table(HEADERS, rows))
     return 0
 
 
