@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from ..models.execution import EXECUTION_NAMES
 from ..runtime.policies import REGISTRY as POLICY_REGISTRY
 from ..runtime.policies import Policies
 
@@ -59,10 +60,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
     ParamSpec("execution", "auto", "how masked convolutions run: 'auto' = the fastest measured backend for the "
               "device (today 'sparse' with its C++ extension on the CPU when it loads, else 'emulate'; 'emulate' on "
-              "CUDA); 'sparse' computes only the pixels not yet confident (C++ kernels on CPU, PyTorch gather/"
-              "scatter ops elsewhere); 'emulate' computes every pixel and masks, as the authors' code does (same "
-              "outputs); the backend that runs is logged and in /diagnostics", read_only=True,
-              choices=("auto", "sparse", "emulate")),
+              "CUDA); 'sparse' computes only the pixels not yet confident (C++ kernels on CPU, the Triton tile "
+              "kernels on CUDA when Triton imports, else PyTorch gather/scatter ops); 'triton' those GPU kernels "
+              "by name; 'emulate' computes every pixel and masks, as the authors' code does (same outputs); the "
+              "backend that runs is logged and in /diagnostics", read_only=True,
+              choices=EXECUTION_NAMES),
     ParamSpec("input_height", 0, "frames are resized to input_height x input_width for the model (outputs cover "
               "the same field of view); 0 = each frame's own size", read_only=True, range=(0, 8192)),
     ParamSpec("input_width", 0, "see input_height; both 0 or both set", read_only=True, range=(0, 8192)),
