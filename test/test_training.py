@@ -30,6 +30,16 @@ CONFIGS = sorted((REPO / "config" / "train").glob("*.yaml"))
 COLORS = np.array([[30, 30, 30], [220, 20, 60], [20, 160, 60]], np.uint8)
 
 
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    """These forwards are tiny: on a busy 2-core machine two intra-op threads make them many times slower (measured:
+    0.2 s vs 3 s for a 64x64 W18s forward), and one thread is as fast when the machine is idle."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def parse(*argv: str):
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
@@ -146,14 +156,14 @@ def test_adpc_w18s_overfits_a_tiny_segmentation_set_and_loads_as_a_model(tmp_pat
     output = tmp_path / "run"
     from anytime_perception.training import train
 
-    # measured: loss 4.40 -> 0.56, final-exit IoU 0.98 / 0.94 / 0.92 (constant lr 0.03, no weight decay, full batch)
+    # measured: loss 4.40 (iteration 1), 1.55 (10) -> 0.52-0.56 (150), final-exit IoU 0.98 / 0.94 / 0.92 (constant lr 0.03, no weight decay, full batch)
     argv = train_args(data, output, "--iters", "150", "--batch-size", "4", "--lr", "0.03", "--weight-decay", "0",
                       "--lr-schedule", "step", "--lr-steps", "1.0", "--log-every", "10")
     assert train.run(parse_namespace(argv)) == 0
     log = read_log(output)
     assert [r["iter"] for r in log] == list(range(10, 151, 10))
     assert {f"loss_exit{k}" for k in range(1, 5)} <= set(log[0])
-    assert log[-1]["loss"] < 0.2 * log[0]["loss"], (log[0]["loss"], log[-1]["loss"])
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"], (log[0]["loss"], log[-1]["loss"])  # from iteration 10 on
     iou = final_exit_iou(output / "model_final.pth", data)
     assert min(iou) > 0.85, iou
     saved = torch.load(output / "model_final.pth", weights_only=False)
