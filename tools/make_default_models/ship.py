@@ -1,8 +1,9 @@
 """Stage `ship`: six held-out vtest frames (>= 600) with their teacher masks, small enough to ship with the package.
 
 A test of the shipped model compares its final exit with these teacher masks. The frames are chosen to show people
-at several sizes: among held-out vtest frames with at least three labelled people, greedily the ones with the widest
-spread of person heights (then the most people), at least MIN_GAP frames apart so they are not near-copies.
+at several sizes: among held-out vtest frames with at least three labelled people, all of them confident teacher
+calls (presence >= MIN_PRESENCE: the few cones BlazePose accepts score 0.5-0.75, people 0.99), greedily the ones
+with the widest spread of person heights (then the most people), at least MIN_GAP frames apart (no near-copies).
 Writes SHIP/STEM.jpg (JPEG quality 85) and SHIP/STEM.png (the label: 0 background, 1 person, 255 ignore) and
 SHIP/frames.json (the stems and their people's heights).
 """
@@ -19,6 +20,7 @@ from common import CLIPS, FRAMES, LABELS, SHIP, stem, write_json
 COUNT = 6
 MIN_GAP = 25
 MIN_PEOPLE = 3
+MIN_PRESENCE = 0.9
 JPEG_QUALITY = 85
 
 
@@ -29,8 +31,9 @@ def main() -> int:
         record_path = LABELS / f"{stem(vtest, index)}.json"
         if not record_path.is_file():
             raise SystemExit(f"{record_path} is missing: run the label stage first")
-        heights = sorted(round(p["box"][3] - p["box"][1]) for p in json.loads(record_path.read_text())["people"])
-        if len(heights) >= MIN_PEOPLE:
+        people = json.loads(record_path.read_text())["people"]
+        heights = sorted(round(p["box"][3] - p["box"][1]) for p in people)
+        if len(heights) >= MIN_PEOPLE and all(p["presence"] >= MIN_PRESENCE for p in people):
             candidates.append((heights[-1] - heights[0], len(heights), index, heights))
     chosen = []
     for spread, count, index, heights in sorted(candidates, reverse=True):
@@ -39,8 +42,8 @@ def main() -> int:
         if len(chosen) == COUNT:
             break
     if len(chosen) < COUNT:
-        raise SystemExit(f"ship: only {len(chosen)} held-out frames qualify (>= {MIN_PEOPLE} people, "
-                         f"{MIN_GAP} frames apart)")
+        raise SystemExit(f"ship: only {len(chosen)} held-out frames qualify (>= {MIN_PEOPLE} people with presence "
+                         f">= {MIN_PRESENCE}, {MIN_GAP} frames apart)")
     if SHIP.exists():
         shutil.rmtree(SHIP)
     SHIP.mkdir(parents=True)
