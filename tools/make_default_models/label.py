@@ -56,6 +56,7 @@ TORSO_MIN = 0.18
 COLLAPSED_TORSO = 0.1
 PERSON_P = 0.7
 BACKGROUND_P = 0.3
+OUTLINE_P = 0.5
 BAND_PX = 1
 DISAGREE_SCORE = 0.5
 WEAK_OVERLAP_IOU = 0.5
@@ -105,7 +106,7 @@ class BlazePose:
         return landmarks, presence, probability
 
 
-def square_crop(box: list[float], width: int, height: int) -> tuple[int, int, int]:
+def square_crop(box: list[float]) -> tuple[int, int, int]:
     """(x0, y0, side) in integer frame pixels: the square CROP_ENLARGE x the box's longer side around its centre."""
     x1, y1, x2, y2 = box[:4]
     side = max(8, int(round(CROP_ENLARGE * max(x2 - x1, y2 - y1))))
@@ -156,6 +157,7 @@ def mpii_joints(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def head_box(joints: np.ndarray) -> list[float]:
+    """The square centred between upper neck and head top whose side is their distance (x1, y1, x2, y2)."""
     neck, top = joints[UPPER_NECK, :2], joints[HEAD_TOP, :2]
     centre = (neck + top) / 2
     half = np.linalg.norm(top - neck) / 2
@@ -206,7 +208,7 @@ def label_frame(frame_bgr: np.ndarray, boxes: list[list[float]], pose: BlazePose
             and all(iou(box, c) <= WEAK_OVERLAP_IOU for c in cropped)]
     candidates, rejected = [], []
     for box in cropped:
-        x0, y0, side = square_crop(box, width, height)
+        x0, y0, side = square_crop(box)
         landmarks, presence, probability = pose(cut(rgb, x0, y0, side))
         torso = torso_length(landmarks) / CROP_SIZE
         if presence <= PRESENCE_MIN or torso < TORSO_MIN:
@@ -228,7 +230,7 @@ def label_frame(frame_bgr: np.ndarray, boxes: list[list[float]], pose: BlazePose
     label = np.zeros((height, width), np.uint8)
     label[person_probability >= PERSON_P] = 1
     label[(person_probability >= BACKGROUND_P) & (person_probability < PERSON_P)] = IGNORE
-    outline = (person_probability >= 0.5).astype(np.uint8)
+    outline = (person_probability >= OUTLINE_P).astype(np.uint8)
     kernel = np.ones((2 * BAND_PX + 1, 2 * BAND_PX + 1), np.uint8)
     band = cv2.dilate(outline, kernel) != cv2.erode(outline, kernel)
     label[band] = IGNORE
