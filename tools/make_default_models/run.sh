@@ -31,7 +31,7 @@ MEDIAPIPE_POSE="@mediapipe/pose@0.5.1675469404"
 
 STAGES=(fetch frames detect label dataset overlays ship train-seg train-pose evaluate card)
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 FROM="" UNTIL=""
 while [[ $# -gt 0 ]]; do
