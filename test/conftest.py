@@ -26,6 +26,17 @@ def official_ref():
     return torch.load(OFFICIAL_REF, weights_only=True)
 
 
+@pytest.fixture
+def one_intra_op_thread():
+    """One PyTorch intra-op thread for a test of tiny forwards: they gain nothing from a second thread, and on a busy
+    2-core machine OpenMP threads waiting for each other make them many times slower (measured: a 64x64 W18s forward
+    0.2 s on one thread, 3 s on two). Modules opt in with `pytestmark = pytest.mark.usefixtures(...)`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)

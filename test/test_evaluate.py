@@ -28,6 +28,8 @@ from anytime_perception.tasks.metrics import flip_back, pckh
 from anytime_perception.training.evaluate import ExitOutput, evaluate_model
 from anytime_perception.training.plots import accuracy_vs_gflops_figure, paper_points
 
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
 SEG_MODEL = "adpc_hrnet_w18s_seg"
 # Untrained weights are confident nowhere at the paper's threshold; masking half the pixels after every exit makes
 # the computed fractions and GFLOPs differ from the dense ones, which the cost test needs.
@@ -36,15 +38,6 @@ SEG_OVERRIDES = {"criterion": "top_ratio", "top_ratio": 0.5}
 CITY_IMAGES = (("aachen", 19, 32, 64), ("aachen", 20, 32, 64), ("bochum", 7, 64, 64))
 EVAL_TRAIN_IDS = [lab for lab in cs_labels if 0 <= lab.trainId < 255]
 IGNORED_LABEL_IDS = [lab.id for lab in cs_labels if lab.ignoreInEval and lab.id >= 0]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine a second thread makes these tiny forwards many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----- a tiny Cityscapes tree ---------------------------------------------------------------------------------------

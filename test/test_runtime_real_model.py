@@ -6,15 +6,7 @@ import torch
 from anytime_perception import create_model
 from anytime_perception.runtime import AnytimeScheduler, FakeClock, Job, Policies
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny inputs gain nothing from intra-op threads, and on a shared machine OpenMP threads waiting for each other
-    # make a 2 s test take 30 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def adaptive_model():

@@ -25,19 +25,11 @@ from anytime_perception.models import create_model, list_models
 from anytime_perception.tasks.losses import JointsMSELoss, PoseExitLoss, SegmentationExitLoss
 from anytime_perception.training.config import add_config_arguments, resolve_config
 
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "config" / "train").glob("*.yaml"))
 COLORS = np.array([[30, 30, 30], [220, 20, 60], [20, 160, 60]], np.uint8)
-
-
-@pytest.fixture(autouse=True)
-def one_intra_op_thread():
-    """These forwards are tiny: on a busy 2-core machine two intra-op threads make them many times slower (measured:
-    0.2 s vs 3 s for a 64x64 W18s forward), and one thread is as fast when the machine is idle."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def parse(*argv: str):

@@ -33,28 +33,44 @@ def up_to_date() -> bool:
 
 
 def build(force: bool = False, quiet: bool = False) -> Path:
+    """Build the library next to this file (the dev install)."""
     if not force and up_to_date():
         return built_library()
+    _compile(["--inplace", "--build-temp", str(ROOT / "build" / "sparse_ext")], force, quiet)
+    lib = built_library()
+    if lib is None:
+        raise RuntimeError(f"building {MODULE} produced no library")
+    return lib
+
+
+def build_into(directory: Path, quiet: bool = True) -> Path:
+    """Build the library into `directory` (the first-use cache of an install that came without it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _compile(["--build-lib", str(directory), "--build-temp", str(directory / "tmp")], force=False, quiet=quiet)
+    found = sorted(directory.rglob("_sparse_cpu*.so"))
+    if not found:
+        raise RuntimeError(f"building {MODULE} into {directory} produced no library")
+    return found[0]
+
+
+def _compile(location_args: list[str], force: bool, quiet: bool) -> None:
     from setuptools import setup
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
     ext = CppExtension(MODULE, [str(SOURCE.relative_to(ROOT))], extra_compile_args=COMPILE_ARGS)
-    args = ["-q", "build_ext", "--inplace", "--build-temp", str(ROOT / "build" / "sparse_ext")]
-    if force:
-        args.append("--force")
+    args = ["-q", "build_ext", *location_args] + (["--force"] if force else [])
     sink = io.StringIO()
     cwd = os.getcwd()
     try:
         os.chdir(ROOT)
-        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
+        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext(), \
+                contextlib.redirect_stderr(sink) if quiet else contextlib.nullcontext():
             setup(name="anytime_perception_sparse_ext", ext_modules=[ext], cmdclass={"build_ext": BuildExtension},
                   script_args=args)
+    except (Exception, SystemExit) as error:  # setuptools reports compiler failures as SystemExit
+        raise RuntimeError(f"compiling {SOURCE.name} failed: {error}\n{sink.getvalue()[-2000:]}") from None
     finally:
         os.chdir(cwd)
-    lib = built_library()
-    if lib is None:
-        raise RuntimeError(f"building {MODULE} produced no library\n{sink.getvalue()}")
-    return lib
 
 
 def main(argv=None) -> int:
