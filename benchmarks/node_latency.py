@@ -151,7 +151,7 @@ def measure(size, placement, frames, images, progress_label, output_size="input"
         else:
             env = dict(os.environ)
             use_large_image_profile(env)
-            command = [sys.executable, "-m", "anytime_perception.ros.node", "--ros-args", "-r", f"__ns:={namespace}"]
+            command = [sys.executable, "-m", "anytime_perception.ros.process", "--ros-args", "-r", f"__ns:={namespace}"]
             for name, value in params.items():
                 command += ["-p", f"{name}:={value if value != '' else repr('')}"]
             process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -69,7 +69,7 @@ def soak(cameras: int, minutes: float, input_size: tuple[int, int] = (512, 1024)
     namespace = f"/soak_{uuid.uuid4().hex[:6]}"
     env = dict(os.environ)
     use_large_image_profile(env)
-    command = [sys.executable, "-m", "anytime_perception.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
+    command = [sys.executable, "-m", "anytime_perception.ros.process", "--ros-args", "-r", f"__ns:={namespace}",
                "-p", "torch_threads:=1", "-p", f"input_height:={input_size[0]}", "-p", f"input_width:={input_size[1]}",
                "-p", "output_size:=exit", "-p", f"cameras:=[{','.join(names)}]", "-p", "diagnostics_period_s:=1.0"]
     # The node's log goes to a file: a pipe nobody reads during the run fills up and blocks the node's logging.

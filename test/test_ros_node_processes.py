@@ -58,7 +58,7 @@ def wait_for(predicate, timeout=60.0, what="condition", process=None):
 
 
 def node_process(namespace, *params):
-    command = [sys.executable, "-m", "anytime_perception.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
+    command = [sys.executable, "-m", "anytime_perception.ros.process", "--ros-args", "-r", f"__ns:={namespace}",
                "-p", "torch_threads:=1", "-p", "diagnostics_period_s:=0.2"]
     for param in params:
         command += ["-p", param]

@@ -107,7 +107,7 @@ def node_command(args) -> list[str]:
               # masks at the exit's resolution: the strips scale them anyway, and at the input's size (768x576)
               # every exit's images would make the bag ~10x larger (~1 GB) and the 2-core run slower
               "output_size": "exit"}
-    command = [sys.executable, "-m", "anytime_perception.ros.node", "--ros-args", "-r", f"__ns:={NAMESPACE}",
+    command = [sys.executable, "-m", "anytime_perception.ros.process", "--ros-args", "-r", f"__ns:={NAMESPACE}",
                "-r", f"__node:={NODE_NAME}"]
     for name, value in params.items():
         text = (f"{value:.1f}" if isinstance(value, float) else str(value))

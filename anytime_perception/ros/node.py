@@ -4,7 +4,7 @@
                  -p deadline_ms:=150.0 -r image:=/camera/image_raw
     ros2 launch anytime_perception seg.launch.py image:=/camera/image_raw        (a ROS 2 install)
 
-The node is a thin adapter over :class:`anytime_perception.runtime.AnytimeExecutor`, and this module its
+The node is a thin adapter over :class:`anytime_perception.runtime.AnytimeScheduler`, and this module its
 coordinator: it owns the parts and runs their life cycle. Data flows one way through them:
 
     intake (.intake)  ->  runtime worker  ->  output thread (.publishing)  ->  the frame's sink
@@ -28,7 +28,6 @@ Topics (relative names: namespaces and remaps apply; with ``cameras:=[front, rea
 """
 from __future__ import annotations
 
-import sys
 import time
 from typing import Callable
 
@@ -276,9 +275,3 @@ def make_executor(node: Node, context=None) -> SingleThreadedExecutor:
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     return executor
-
-
-if __name__ == "__main__":      # python -m anytime_perception.ros.node: the console script
-    from .process import main
-
-    sys.exit(main())

@@ -17,9 +17,6 @@ from .protocol import StagedModel
 from .scheduler import AnytimeScheduler
 from .stats import Histogram, RuntimeStats, SourceStats
 
-# The former name, still used by `ros/node.py`; drop it once the node says AnytimeScheduler.
-AnytimeExecutor = AnytimeScheduler
-
 __all__ = [
     "AnytimeScheduler", "StagedModel", "Job", "JobResult", "JobEnd", "EndReason", "SourceConfig", "Timings",
     "CATEGORIES", "Clock", "SystemClock", "FakeClock", "LatencyModel",
