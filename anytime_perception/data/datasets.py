@@ -61,9 +61,11 @@ def build_dataset(name: str, root, split: str, *, train: bool, crop_size=None, b
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader worker set-up: seeds NumPy's, Python's and OpenCV's global generators from torch's per-worker seed
-    and keeps OpenCV to one thread per worker (the workers are the parallelism). The datasets never use these global
-    generators; seeding them only keeps any other code in the worker from repeating across workers."""
+    """DataLoader worker set-up: seeds NumPy's, Python's and OpenCV's global generators from torch's per-worker seed.
+    The datasets never use these global generators; seeding them only keeps any other code in the worker from
+    repeating across workers. OpenCV's thread count is left alone: `cv2.setNumThreads` in a forked worker waits for
+    the parent's pool threads, which do not exist in the child, and hangs once the parent has run a parallel OpenCV
+    call (seen in the full test suite)."""
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
@@ -72,7 +74,6 @@ def worker_init_fn(worker_id: int) -> None:
     except ImportError:
         return
     cv2.setRNGSeed(seed % 2 ** 31)
-    cv2.setNumThreads(1)
 
 
 def collate(batch: list[dict]) -> dict:
