@@ -140,6 +140,9 @@ def soak(cameras: int, minutes: float, input_size: tuple[int, int] = (512, 1024)
         output = log.read()
         log.close()
         executor.shutdown(timeout_sec=5)
+        # the spinning thread must be gone before the interpreter exits: a daemon thread still inside rclpy's wait
+        # set when the process ends aborts it ("terminate called without an active exception", exit -6)
+        spinner.join(timeout=10)
         client.destroy_node()
         rclpy.try_shutdown(context=context)
     errors = [line for line in output.splitlines() if "[ERROR]" in line or "Traceback" in line]
