@@ -32,6 +32,18 @@ MAX_BLOCK_N, MAX_BLOCK_K = (1024, 1024) if INTERPRETED else (64, 32)
 
 
 @triton.jit
+def _tile_pixels(tile, tiles_x, tiles_per_image, out_h, out_w, TILE: tl.constexpr):
+    """The TILE*TILE output pixels of tile number `tile` (row-major over batch, tile rows, tile columns): image index,
+    pixel rows and columns, and which of them lie inside the map."""
+    b = tile // tiles_per_image
+    rest = tile % tiles_per_image
+    p = tl.arange(0, TILE * TILE)
+    oy = (rest // tiles_x) * TILE + p // TILE
+    ox = (rest % tiles_x) * TILE + p % TILE
+    return b, oy, ox, (oy < out_h) & (ox < out_w)
+
+
+@triton.jit
 def _conv_tiles_kernel(x_ptr, w_ptr, y_ptr, order_ptr, count_ptr,
                        c_in, in_h, in_w, c_out, out_h, out_w, tiles_x, tiles_per_image,
                        sxn, sxc, sxh, sxw,
@@ -39,13 +51,7 @@ def _conv_tiles_kernel(x_ptr, w_ptr, y_ptr, order_ptr, count_ptr,
                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     slot = tl.program_id(0)
     if slot < tl.load(count_ptr):
-        tile = tl.load(order_ptr + slot)
-        b = tile // tiles_per_image
-        rest = tile % tiles_per_image
-        p = tl.arange(0, TILE * TILE)
-        oy = (rest // tiles_x) * TILE + p // TILE
-        ox = (rest % tiles_x) * TILE + p % TILE
-        inside = (oy < out_h) & (ox < out_w)
+        b, oy, ox, inside = _tile_pixels(tl.load(order_ptr + slot), tiles_x, tiles_per_image, out_h, out_w, TILE)
         n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = n < c_out
         iy0 = oy * STRIDE - PAD
@@ -79,12 +85,7 @@ def _finish_kernel(y_ptr, computed_ptr, near_ptr, steps_ptr, rbf_ptr, n_offsets,
                    HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, TILE: tl.constexpr, REACH: tl.constexpr,
                    BLOCK_C: tl.constexpr):
     tile = tl.program_id(0)
-    b = tile // tiles_per_image
-    rest = tile % tiles_per_image
-    p = tl.arange(0, TILE * TILE)
-    oy = (rest // tiles_x) * TILE + p // TILE
-    ox = (rest % tiles_x) * TILE + p % TILE
-    inside = (oy < out_h) & (ox < out_w)
+    b, oy, ox, inside = _tile_pixels(tile, tiles_x, tiles_per_image, out_h, out_w, TILE)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < channels
     shift = tl.load(shift_ptr + c, mask=c_ok, other=0.0)
