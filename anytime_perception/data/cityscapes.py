@@ -75,9 +75,5 @@ class CityscapesDataset(SegmentationDataset):
                                         f"{image_path} (unpack gtFine_trainvaltest.zip into the root)")
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image = transforms.read_image(self.image_paths[index])
-        label_ids = transforms.read_label(self.label_paths[index])
-        if label_ids.shape != image.shape[:2]:
-            raise ValueError(f"label {self.label_paths[index]} is {label_ids.shape[1]}x{label_ids.shape[0]} but image "
-                             f"{self.image_paths[index]} is {image.shape[1]}x{image.shape[0]}")
+        image, label_ids = transforms.read_image_and_label(self.image_paths[index], self.label_paths[index])
         return image, self._train_ids[label_ids]

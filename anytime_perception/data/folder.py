@@ -164,11 +164,7 @@ class FolderSegmentation(SegmentationDataset):
                                     f"{self.image_paths[self.label_paths.index(missing)]}")
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image = transforms.read_image(self.image_paths[index])
-        label = transforms.read_label(self.label_paths[index])
-        if label.shape != image.shape[:2]:
-            raise ValueError(f"label {self.label_paths[index]} is {label.shape[1]}x{label.shape[0]} but image "
-                             f"{self.image_paths[index]} is {image.shape[1]}x{image.shape[0]}")
+        image, label = transforms.read_image_and_label(self.image_paths[index], self.label_paths[index])
         invalid = (label >= self.num_classes) & (label != self.ignore_index)
         if invalid.any():
             raise ValueError(f"label {self.label_paths[index]} has values {np.unique(label[invalid]).tolist()}, "

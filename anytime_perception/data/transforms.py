@@ -46,6 +46,15 @@ def read_label(path: Path) -> np.ndarray:
     return label
 
 
+def read_image_and_label(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An image (BGR uint8) and its label map (uint8), refused unless they have the same size."""
+    image, label = read_image(image_path), read_label(label_path)
+    if label.shape != image.shape[:2]:
+        raise ValueError(f"label {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} is "
+                         f"{image.shape[1]}x{image.shape[0]}")
+    return image, label
+
+
 def normalize(image_bgr: np.ndarray) -> np.ndarray:
     """BGR uint8 (H, W, 3) -> RGB float32 (3, H, W), /255 then ImageNet mean/std, as the authors' input transform
     (the node's normalisation, preprocess.normalise)."""

@@ -57,6 +57,11 @@ def all_stems() -> list[str]:
     return [stem(c, i) for c in CLIPS for i in range(c.frames)]
 
 
+def stems_to_do(requested: list[str] | None, done_dir: Path) -> list[str]:
+    """The frames (all, or those requested) whose `STEM.json` is not in `done_dir` yet: stages resume frame by frame."""
+    return [s for s in (requested or all_stems()) if not (done_dir / f"{s}.json").exists()]
+
+
 def write_json(path: Path, data) -> None:
     """Write JSON through a temporary file, so an interrupted stage never leaves a half file that looks done."""
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import DETECTIONS, FRAMES, WORK, all_stems, write_json
+from common import DETECTIONS, FRAMES, WORK, stems_to_do, write_json
 
 SIZE = 512
 PERSON_CLASS = 0  # COCO
@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--stems", nargs="*", help="only these frames (default: all)")
     args = parser.parse_args()
     DETECTIONS.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in (args.stems or all_stems()) if not (DETECTIONS / f"{s}.json").exists()]
+    todo = stems_to_do(args.stems, DETECTIONS)
     if not todo:
         print("detect: every frame has its boxes")
         return 0

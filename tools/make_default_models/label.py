@@ -46,7 +46,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import DETECTIONS, FRAMES, LABELS, WORK, all_stems, write_json
+from common import DETECTIONS, FRAMES, LABELS, WORK, stems_to_do, write_json
 
 CROP_SIZE = 256
 CROP_ENLARGE = 1.35
@@ -265,7 +265,7 @@ def main() -> int:
     parser.add_argument("--stems", nargs="*", help="only these frames (default: all)")
     args = parser.parse_args()
     LABELS.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in (args.stems or all_stems()) if not (LABELS / f"{s}.json").exists()]
+    todo = stems_to_do(args.stems, LABELS)
     if not todo:
         print("label: every frame has its labels")
         return 0
