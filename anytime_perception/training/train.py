@@ -489,7 +489,6 @@ def precise_bn(model: nn.Module, config: TrainConfig, dataset, procs: Processes,
 
 
 def final_metadata(config: TrainConfig, dataset, iters: int) -> dict:
-    labels = {}
     if dataset.task == "seg":
         labels = {"class_names": list(dataset.class_names), "colors": [list(c) for c in dataset.colors]}
     else:
