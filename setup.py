@@ -80,7 +80,8 @@ setup(
     # msg/ and action/ in the source tree are git-ignored links to the generated interfaces (tools/build-messages.sh);
     # they are not part of a wheel. A real ROS 2 install builds them with colcon (CMakeLists.txt).
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"], exclude=[f"{PACKAGE}.msg", f"{PACKAGE}.action"]),
-    package_data={PACKAGE: ["assets/*/*.jpg", "assets/*/*.md", "assets/*/*.csv", "models/csrc/*.cpp"]},
+    package_data={PACKAGE: ["assets/*/*.jpg", "assets/*/*.md", "assets/*/*.csv", "assets/*/*.pth", "assets/*/*.json",
+                           "models/csrc/*.cpp"]},
     # torch is deliberately unpinned here: GPU users keep their own build. The dev/CI install path
     # (tools/setup-venv.sh) pins the CPU build torch==2.13.0 before installing this package.
     install_requires=["torch>=2.1", "numpy>=1.24"],

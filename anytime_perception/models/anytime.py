@@ -96,6 +96,9 @@ class AnytimeHRNet(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
+        # What the outputs mean, as the loaded weights' file says (training writes {"class_names", "colors"} or
+        # {"joint_names"}); None: unknown, the task's default label set applies.
+        self.labels: dict | None = None
         spec = config.backbone_spec
         bn = spec.bn_momentum
         masked = MaskedConv2d if config.confidence_adaptive else nn.Conv2d
@@ -164,6 +167,11 @@ class AnytimeHRNet(nn.Module):
         if index == self.num_exits:
             return self.final_layer if self.config.task == "pose" else self.last_layer
         return self.get_submodule(f"exit{index}")
+
+    def exit_classifier(self, index: int) -> nn.Conv2d:
+        """The last conv of exit `index` (1-based): the one that outputs class logits or heatmaps."""
+        head = self.exit_head(index)
+        return head if isinstance(head, nn.Conv2d) else head[-1]
 
     def set_execution(self, name: str, device: torch.device | str | None = None) -> None:
         """Compute masked convolutions with execution `name` ("auto": the fastest measured for `device`)."""

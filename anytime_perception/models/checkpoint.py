@@ -159,6 +159,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> LoadReport:
         raise CheckpointError(f"{path}: {len(non_finite)} tensor(s) hold NaN or infinite values (diverged training "
                               f"or a corrupted file?): {_first(non_finite)}")
     model.load_state_dict(loading, strict=False)
+    if isinstance(meta.get("labels"), dict) and hasattr(model, "labels"):
+        model.labels = meta["labels"]
 
     kept = sorted({k.split(".", 1)[0] for k in set(target) - covered})
     report = LoadReport(path=str(path), layout=layout, loaded=len(set(state) & set(target)), kept_initialised=kept,

@@ -2,7 +2,10 @@
 
 Variants (paper Tables 1-2): no prefix = the plain one-exit HRNet baseline; `ee` = early exits with the original
 heads; `rh` = early exits with redesigned heads; `adpc` = redesigned heads + confidence adaptivity (the full
-method). Archs: `hrnet_w48`, `hrnet_w18s` (HRNetV2-W18-Small-v2) for `seg`, `hrnet_w32` for `pose`.
+method). Archs: `hrnet_w48`, `hrnet_w18s` (HRNetV2-W18-Small-v2) for `seg`; `hrnet_w32` (the paper's) and
+`hrnet_w18s` (ours: the concatenated HRNetV2 representation, as in the segmentation network) for `pose`.
+Models with weights shipped in the package (`pretrained.py`) are registered under their own names, e.g.
+`adpc_hrnet_w18s_person_seg`, and load them with `create_model(name, pretrained=True)`.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import torch
 from .anytime import AnytimeHRNet
 from .checkpoint import load_checkpoint
 from .configs import ModelConfig
+from .pretrained import PRETRAINED, weights_path
 
 VARIANTS = {
     "": dict(exit_head="none", confidence_adaptive=False),
@@ -22,7 +26,7 @@ VARIANTS = {
     "rh": dict(exit_head="rh", confidence_adaptive=False),
     "adpc": dict(exit_head="rh", confidence_adaptive=True),
 }
-ARCHS_BY_TASK = {"seg": ("hrnet_w48", "hrnet_w18s"), "pose": ("hrnet_w32",)}
+ARCHS_BY_TASK = {"seg": ("hrnet_w48", "hrnet_w18s"), "pose": ("hrnet_w32", "hrnet_w18s")}
 
 
 def _model_configs() -> dict[str, ModelConfig]:
@@ -32,6 +36,8 @@ def _model_configs() -> dict[str, ModelConfig]:
             for prefix, variant in VARIANTS.items():
                 name = f"{prefix}_{arch}_{task}" if prefix else f"{arch}_{task}"
                 configs[name] = ModelConfig(backbone=arch, task=task, **variant)
+    for name, shipped in PRETRAINED.items():
+        configs[name] = dataclasses.replace(configs[shipped.base], **shipped.overrides)
     return configs
 
 
@@ -59,10 +65,15 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 
 def create_model(name: str, checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None,
-                 **overrides) -> AnytimeHRNet:
+                 pretrained: bool = False, **overrides) -> AnytimeHRNet:
     """Build a registered model. `checkpoint` loads weights in any supported layout (see checkpoint.py);
+    `pretrained=True` loads the weights shipped with the package (models of `pretrained.PRETRAINED` only);
     overrides: num_classes, conf_threshold, criterion, top_ratio, inter_channels, rh_depths, execution, ...
     `execution` ("auto", "sparse" or "emulate", see execution.py) is resolved for `device` (default: the CPU)."""
+    if pretrained:
+        if checkpoint is not None:
+            raise ValueError("give either checkpoint or pretrained=True, not both")
+        checkpoint = weights_path(name)
     model = AnytimeHRNet(model_config(name, **overrides))
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)

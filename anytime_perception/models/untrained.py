@@ -41,11 +41,6 @@ def randomise_weights(model: AnytimeHRNet, seed: int = 0) -> None:
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
 
 
-def _classifier(model: AnytimeHRNet, index: int) -> nn.Conv2d:
-    head = model.exit_head(index)
-    return head if isinstance(head, nn.Conv2d) else head[-1]
-
-
 @torch.no_grad()
 def calibrate_untrained(model: AnytimeHRNet, images: Tensor, confident_shares=PAPER_CONFIDENT_SHARES,
                         seed: int = 0, tolerance: float = 0.01) -> list[float]:
@@ -70,7 +65,7 @@ def calibrate_untrained(model: AnytimeHRNet, images: Tensor, confident_shares=PA
         head = model.exit_head(index)
         mask = state.mask
         features = call(head[:-1], concat_at_quarter(state.features), mask)
-        classifier = _classifier(model, index)
+        classifier = model.exit_classifier(index)
         weight = classifier.weight.clone()
         beta = torch.randn(classifier.out_channels, generator=gen) * 0.5
         computed = mask.base if mask is not None else torch.ones_like(features[:, :1])
