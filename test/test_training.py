@@ -128,6 +128,22 @@ def test_joints_mse_is_half_the_visibility_weighted_mse_averaged_over_joints():
 
 
 # ----- training end to end -------------------------------------------------------------------------------------------
+def test_prior_bias_starts_every_exit_at_the_label_frequencies(tmp_path):
+    from anytime_perception.data.datasets import build_dataset
+    from anytime_perception.training.train import build_model
+
+    data = write_block_dataset(tmp_path / "blocks")
+    labels = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted((data / "labels").glob("*.png"))])
+    expected = np.bincount(labels.ravel(), minlength=3) / labels.size
+    dataset = build_dataset("folder", data, "train", train=True, crop_size=(64, 64))
+    model = build_model(parse(*train_args(data, tmp_path / "out", "--iters", "1", "--prior-bias")), dataset)
+    for index in range(1, model.num_exits + 1):
+        bias = model.exit_classifier(index).bias.detach().double()
+        torch.testing.assert_close(bias.exp(), torch.from_numpy(expected), rtol=1e-5, atol=1e-6)
+    plain = build_model(parse(*train_args(data, tmp_path / "out", "--iters", "1")), dataset)
+    assert not torch.allclose(plain.exit_classifier(1).bias.double().exp(), torch.from_numpy(expected), atol=1e-3)
+
+
 def final_exit_iou(checkpoint: Path, data: Path) -> list[float]:
     from anytime_perception.data.datasets import build_dataset
     from anytime_perception.tasks.metrics import ConfusionMatrix

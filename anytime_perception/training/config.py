@@ -43,6 +43,7 @@ class TrainConfig:
     lr_step_factor: float = 0.1
     exit_weights: tuple[float, ...] | None = None  # default: 1 per exit
     class_weights: str = "dataset"  # dataset (Cityscapes: the authors' weights) | none
+    prior_bias: bool = False  # seg from scratch: classifier biases start at the log class frequencies
     ca_start_iter: int = 0  # adpc models: confidence adaptivity on from this iteration (0: from the start)
     bn_momentum: float | None = None  # default: the backbone's (seg 0.01, pose 0.1)
     precise_bn_batches: int = 50  # batches for recomputing BN statistics at the end (0: off)
@@ -97,6 +98,9 @@ HELP = {
     "resume": "continue the run in --output from its last checkpoint, up to its --iters/--epochs",
     "output": "run folder: config.yaml, log.jsonl, checkpoint_last.pth, model_final.pth",
     "stop_at": "stop with a checkpoint after this iteration (continue later with --resume)",
+    "prior_bias": "seg: start every exit classifier's bias at the log frequency of its class in the training labels "
+                  "(focal loss's prior initialisation; from scratch with a rare class, without it Adam can push every "
+                  "classifier weight of the rare class negative and the class never wins); ignored with --init",
     "config": "YAML file of run settings (keys as these flags, with underscores)",
 }
 RESUME_MAY_CHANGE = {"iters", "epochs", "log_every", "checkpoint_every", "workers", "resume", "output",

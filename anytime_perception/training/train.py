@@ -180,10 +180,34 @@ def build_model(config: TrainConfig, dataset) -> nn.Module:
             load_checkpoint(model, config.init)
         except (CheckpointError, FileNotFoundError) as exc:
             raise TrainingError(f"--init: {exc}") from exc
+    elif config.prior_bias and task == "seg":
+        set_prior_bias(model, dataset)
     if config.bn_momentum is not None:
         for bn in batch_norms(model):
             bn.momentum = config.bn_momentum
     return model.train()
+
+
+PRIOR_IMAGES = 200  # labels read (evenly spaced over the split) to estimate class frequencies for --prior-bias
+MIN_FREQUENCY = 1e-4
+
+
+def set_prior_bias(model: nn.Module, dataset) -> None:
+    """Every exit classifier's bias := log(class frequency), so the untrained model predicts the label prior and the
+    first updates do not have to push a rare class down everywhere."""
+    count = min(len(dataset), PRIOR_IMAGES)
+    counts = np.zeros(dataset.num_classes, np.float64)
+    for index in np.linspace(0, len(dataset) - 1, count).round().astype(int):
+        _, label = dataset.load(int(index))
+        valid = label[label != dataset.ignore_index]
+        counts += np.bincount(valid.ravel(), minlength=dataset.num_classes)[: dataset.num_classes]
+    frequencies = np.maximum(counts / max(counts.sum(), 1.0), MIN_FREQUENCY)
+    bias = torch.from_numpy(np.log(frequencies)).float()
+    with torch.no_grad():
+        for index in range(1, model.num_exits + 1):
+            model.exit_classifier(index).bias.copy_(bias)
+    print(f"classifier biases set to the log class frequencies of {count} training labels: "
+          + ", ".join(f"{f:.4f}" for f in frequencies), file=sys.stderr)
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
