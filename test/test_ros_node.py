@@ -229,10 +229,10 @@ def test_every_exit_in_order_with_the_input_header_and_rviz_ready_outputs(harnes
     labels = h.subscribe(LabelInfo, "label_info", qos=LATCHED)
     wait_for(lambda: labels, what="label_info")
     assert labels[0].task == "segmentation" and labels[0].num_exits == 4
-    assert [c.name for c in labels[0].classes][:2] == ["road", "sidewalk"] and len(labels[0].classes) == 19
-    # the untrained weights are said plainly
-    assert any("NO TRAINED WEIGHTS" in m.msg and "calibrated-untrained" in m.msg for m in h.rosout) or \
-        "calibrated-untrained" in h.perception.loaded.weights
+    # the default model is the shipped person model: its classes come from its weights' file
+    assert [c.name for c in labels[0].classes] == ["background", "person"]
+    assert "shipped weights" in h.perception.loaded.weights and not h.perception.loaded.untrained
+    assert not any("NO TRAINED WEIGHTS" in m.msg for m in h.rosout)
 
 
 def test_output_size_exit_publishes_masks_at_the_exit_resolution(harnesses):
@@ -253,8 +253,8 @@ def test_output_size_exit_publishes_masks_at_the_exit_resolution(harnesses):
 
 
 def test_pose_outputs_keypoints_markers_and_overlay(harnesses):
-    h = harnesses(params={"model": "adpc_hrnet_w32_pose", "input_height": 64, "input_width": 64,
-                          "torch_threads": 1}, task="pose")
+    h = harnesses(params={"model": "adpc_hrnet_w32_pose", "checkpoint": "calibrated-untrained", "input_height": 64,
+                          "input_width": 64, "torch_threads": 1}, task="pose")
     markers = h.subscribe(MarkerArray, "pose_markers")
     overlay = h.subscribe(Image, "overlay/image", qos=QoSProfile(depth=10))
     h.wait_matched()

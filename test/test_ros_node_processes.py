@@ -190,7 +190,7 @@ def test_node_in_another_process_serves_topics_action_and_diagnostics(ros_contex
         code, output = stop(process)
     assert code == 0, output[-3000:]
     assert "Traceback" not in output
-    assert "NO TRAINED WEIGHTS" in output and "calibrated-untrained" in output
+    assert "shipped weights of adpc_hrnet_w18s_person_seg" in output and "NO TRAINED WEIGHTS" not in output
 
 
 def test_preemption_by_a_newer_frame_and_by_a_priority_event_across_processes(ros_context):
@@ -249,6 +249,7 @@ def test_preemption_by_a_newer_frame_and_by_a_priority_event_across_processes(ro
     (["checkpoint:=CORRUPT"], "cannot load checkpoint"),
     (["policies.frames:=bogus"], "policies.frames must be one of"),
     (["model:=no_such_model"], "unknown model"),
+    (["model:=adpc_hrnet_w48_seg"], "has no weights shipped with the package"),   # checkpoint 'pretrained'
     (["input_height:=64"], "both be set"),
     (["deadline_ms:=100"], "must be of type double"),
 ])

@@ -3,7 +3,7 @@
 vtest.avi (768x576, 10 fps) is in the Debian package opencv-doc (examples/data/vtest.avi under
 /usr/share/doc/opencv-doc/); get it with `apt-get download opencv-doc && dpkg-deb -x opencv-doc_*.deb x`.
 
-Usage: python tools/make_clip.py PATH/TO/vtest.avi [--start 200] [--count 30] [--quality 75]
+Usage: python tools/make_clip.py PATH/TO/vtest.avi [--start 700] [--count 30] [--quality 75]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ OUT = Path(__file__).resolve().parents[1] / "anytime_perception" / "assets" / "v
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video", type=Path)
-    parser.add_argument("--start", type=int, default=200, help="first frame index (0-based)")
+    parser.add_argument("--start", type=int, default=700, help="first frame index (0-based; >= 600: frames the shipped models never trained on)")
     parser.add_argument("--count", type=int, default=30)
     parser.add_argument("--quality", type=int, default=75, help="JPEG quality")
     args = parser.parse_args()

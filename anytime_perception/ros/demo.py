@@ -4,7 +4,7 @@
 
 What it does:
 
-1. starts ``anytime_node`` (segmentation, ``adpc_hrnet_w18s_seg`` at 288x384, one torch thread) in its own
+1. starts ``anytime_node`` (person segmentation, ``adpc_hrnet_w18s_person_seg`` at 432x576, one torch thread) in its own
    process, with a private ROS_DOMAIN_ID, discovery on loopback only and the Fast DDS large-image profile;
 2. records every output topic of the node (and the input frames as JPEG, camera_info, /diagnostics, /rosout)
    from this process into ``<output>/bag`` (rosbag2, MCAP);
@@ -22,8 +22,9 @@ What it does:
 
 Exit status 0 only if the check passes; 1 if it fails; 2 if the demo could not run.
 
-The weights are ``calibrated-untrained`` (no trained model ships yet): masks, compute and timing are realistic,
-the class labels are meaningless.
+The weights are the shipped person model's (``pretrained``; its card: ``anytime_perception/assets/models/``), and
+the clip's frames are ones it never trained on. ``--model adpc_hrnet_w18s_seg --checkpoint calibrated-untrained``
+shows the Cityscapes-sized network with untrained weights (realistic masks and compute, meaningless classes).
 """
 from __future__ import annotations
 
@@ -264,7 +265,7 @@ def run(args) -> int:
     sent: dict[str, int] = {}
     try:
         watcher = _Watcher(bag_path)
-        progress = Progress("starting anytime_node (loading the model, calibrating untrained weights)", None)
+        progress = Progress("starting anytime_node (loading the model, warming up)", None)
         began = time.monotonic()
         _wait(watcher.node_ready, args.startup_timeout, "anytime_node to start (see logs/node.log)", node, progress,
               lambda: int(time.monotonic() - began))
@@ -677,9 +678,12 @@ def parse_args(argv=None):
                                      epilog="\n\n".join(__doc__.split("\n\n")[2:]))
     parser.add_argument("--output", default="demo_output",
                         help="output folder (default: demo_output); a previous demo's bag and strips there are replaced")
-    parser.add_argument("--model", default="adpc_hrnet_w18s_seg", help="a segmentation model name")
-    parser.add_argument("--checkpoint", default="calibrated-untrained", help="weights (default: calibrated-untrained)")
-    parser.add_argument("--input-size", type=parse_size, default=(288, 384), help="model input HxW (default 288x384)")
+    parser.add_argument("--model", default="adpc_hrnet_w18s_person_seg", help="a segmentation model name")
+    parser.add_argument("--checkpoint", default="pretrained",
+                        help="weights: pretrained (the shipped ones, default), calibrated-untrained or a file")
+    parser.add_argument("--input-size", type=parse_size, default=(432, 576),
+                        help="model input HxW (default 432x576: 3/4 of the clip's frames, inside the shipped "
+                             "model's training scales)")
     parser.add_argument("--deadline-ms", type=float, default=150.0, help="deadline of the realtime pass")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the realtime pass")
     parser.add_argument("--relaxed-rate", type=float, default=2.0, help="frames per second of the all_exits pass")

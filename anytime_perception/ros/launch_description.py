@@ -83,7 +83,7 @@ def anytime_launch_description(task: str):
     share = FindPackageShare(PACKAGE)
     return LaunchDescription([
         DeclareLaunchArgument("model", default_value="", description="model name (default: the params file's)"),
-        DeclareLaunchArgument("checkpoint", default_value="", description="weights file (default: the params file's)"),
+        DeclareLaunchArgument("checkpoint", default_value="", description="weights: pretrained (the shipped ones), calibrated-untrained or a file (default: the params file's)"),
         DeclareLaunchArgument("device", default_value="", description="cpu, cuda, cuda:N (default: the params file's)"),
         DeclareLaunchArgument("deadline_ms", default_value="", description="per-frame budget in ms, 0 = none"),
         DeclareLaunchArgument("priority", default_value="", description="priority of this input's frames"),

@@ -134,7 +134,7 @@ class AnytimePerception:
                              "for real results.")
         if self.loaded.execution_warning:
             self.log.warning(self.loaded.execution_warning)
-        labels = out.LabelMap(self.loaded.task, model.config.outputs)
+        labels = out.LabelMap(self.loaded.task, model.config.outputs, getattr(model, "labels", None))
         builder = outputs_for(self.loaded.task, s, labels)
         try:
             latency = warm_up(model, s.input_size, s.device, self.log)
@@ -147,7 +147,7 @@ class AnytimePerception:
                                         on_result=self.outputs.on_result, on_end=self.outputs.on_end,
                                         latency_model=latency, name=f"{self.node.get_name()}-runtime")
         cameras = make_cameras(s.camera_names)
-        self.intake.configure(cameras, self.scheduler, Preprocessor(model, s.input_size))
+        self.intake.configure(cameras, self.scheduler, Preprocessor(model, s.input_size, s.device))
         self._configure_sources()
         for camera in cameras:
             camera.sink = CameraSink(camera, self.create_publisher, builder, s, model.num_exits,

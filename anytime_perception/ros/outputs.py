@@ -49,8 +49,11 @@ class FrameInfo:
 class LabelMap:
     """Names and colours of a model's classes (segmentation) or joints (pose)."""
 
-    def __init__(self, task: str, num_outputs: int):
+    def __init__(self, task: str, num_outputs: int, labels: dict | None = None):
+        """``labels``: what the weights' file says the outputs are (``AnytimeHRNet.labels``); used when it has one
+        name per output, else the task's defaults (Cityscapes classes, MPII joints)."""
         self.task = task
+        labels = labels or {}
         if task == "pose":
             self.names = list(MPII_JOINTS[:num_outputs]) + [f"joint_{i}" for i in range(len(MPII_JOINTS),
                                                                                          num_outputs)]
@@ -58,7 +61,14 @@ class LabelMap:
         else:
             self.names = class_names(num_outputs)
             self.skeleton = []
-        self.colors = np.asarray(palette(num_outputs), np.uint8)           # (K, 3) RGB
+        colors = palette(num_outputs)
+        names = labels.get("joint_names" if task == "pose" else "class_names")
+        if isinstance(names, list) and len(names) == num_outputs:
+            self.names = [str(n) for n in names]
+            given = labels.get("colors")
+            if task != "pose" and isinstance(given, list) and len(given) == num_outputs:
+                colors = [tuple(int(v) for v in c) for c in given]
+        self.colors = np.asarray(colors, np.uint8)           # (K, 3) RGB
         # labels above the class count (never produced) and IGNORE_ID map to black
         self.lut = np.zeros((256, 3), np.uint8)
         self.lut[: len(self.colors)] = self.colors

@@ -22,6 +22,8 @@ from ..runtime.policies import Policies
 #: The special ``checkpoint`` value meaning: no trained weights; draw untrained weights calibrated on the shipped
 #: clip so that confidence masks and compute fractions are realistic (labels are meaningless).
 CALIBRATED_UNTRAINED = "calibrated-untrained"
+#: The ``checkpoint`` value meaning: the weights shipped inside the package for ``model`` (the person models).
+SHIPPED_WEIGHTS = "pretrained"
 
 CONFIDENCE_ENCODINGS = ("32FC1", "mono8")
 MAX_INT32 = 2**31 - 1
@@ -50,13 +52,16 @@ def _policy_names(kind: str) -> tuple[str, ...]:
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     # --- model (public: model, checkpoint, device) ---
-    ParamSpec("model", "adpc_hrnet_w18s_seg",
-              "model name (`anytime-perception list`): *_seg models publish segmentation, *_pose models pose",
+    ParamSpec("model", "adpc_hrnet_w18s_person_seg",
+              "model name (`anytime-perception list`): *_seg models publish segmentation, *_pose models pose; "
+              "the default is the shipped person model (background/person, trained on two clips)",
               read_only=True),
-    ParamSpec("checkpoint", CALIBRATED_UNTRAINED,
-              f"weights file; '{CALIBRATED_UNTRAINED}' = no trained weights: untrained weights calibrated on the "
-              "shipped clip so that masks and compute are realistic while labels are MEANINGLESS; '' = the "
-              "network's initialisation (near-uniform outputs)", read_only=True),
+    ParamSpec("checkpoint", SHIPPED_WEIGHTS,
+              f"weights: '{SHIPPED_WEIGHTS}' = the weights shipped with the package for `model` (the *_person_* "
+              f"models); a weights file (e.g. the authors' Cityscapes checkpoint); '{CALIBRATED_UNTRAINED}' = no "
+              "trained weights: untrained weights calibrated on the shipped clip so that masks and compute are "
+              "realistic while labels are MEANINGLESS; '' = the network's initialisation (near-uniform outputs)",
+              read_only=True),
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
     ParamSpec("execution", "auto", "how masked convolutions run: 'auto' = the fastest measured backend for the "
               "device (today 'sparse' with its C++ extension on the CPU when it loads, else 'emulate'; 'emulate' on "

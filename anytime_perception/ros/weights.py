@@ -2,7 +2,9 @@
 
 ``checkpoint`` is one of:
 
-- ``calibrated-untrained`` (the default until a trained model ships): untrained weights drawn with
+- ``pretrained`` (the default): the weights shipped inside the package for the model (``models.pretrained``: the
+  person models); other models have none and say so.
+- ``calibrated-untrained``: untrained weights drawn with
   :func:`anytime_perception.models.untrained.calibrate_untrained` on frames of the shipped clip at the model's
   input size (seed 0, deterministic), so that the confidence masks skip the paper's shares of pixels after each
   exit (18 / 37 / 62 %) and compute, timings and FLOPs are realistic. The labels (and keypoints) are MEANINGLESS.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.preprocess import clip_batch
-from .params import CALIBRATED_UNTRAINED
+from .params import CALIBRATED_UNTRAINED, SHIPPED_WEIGHTS
 
 CALIBRATION_FRAMES = 4     # frames of the shipped clip the untrained weights are calibrated on
 CALIBRATION_SEED = 0
@@ -102,6 +104,18 @@ def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, i
         weights = ("initialisation (checkpoint ''): untrained, near-uniform outputs; nothing is ever confident, "
                    "so every exit computes every pixel")
     else:
+        shipped = checkpoint == SHIPPED_WEIGHTS
+        if shipped:
+            from ..models.pretrained import PRETRAINED, weights_path
+
+            if name not in PRETRAINED:
+                raise ModelLoadError(f"{name} has no weights shipped with the package (models with weights: "
+                                     f"{', '.join(sorted(PRETRAINED))}); set checkpoint:=/path/to/weights.pth, or "
+                                     f"checkpoint:={CALIBRATED_UNTRAINED} for untrained weights")
+            try:
+                checkpoint = str(weights_path(name))
+            except FileNotFoundError as error:
+                raise ModelLoadError(str(error)) from None
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"checkpoint {str(path)!r} does not exist or is not a file "
@@ -112,7 +126,7 @@ def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, i
             raise ModelLoadError(f"cannot load checkpoint {str(path)!r} into {name}: {error}") from None
         except (OSError, RuntimeError, ValueError, EOFError) as error:   # torch.load on a corrupt file
             raise ModelLoadError(f"cannot read checkpoint {str(path)!r}: {type(error).__name__}: {error}") from None
-        weights = f"checkpoint {path}"
+        weights = (f"shipped weights of {name} ({path}; model card beside it)" if shipped else f"checkpoint {path}")
         untrained = False
     try:
         model = model.to(torch_device).eval()
