@@ -9,8 +9,8 @@ What it does:
 2. records every output topic of the node (and the input frames as JPEG, camera_info, /diagnostics, /rosout)
    from this process into ``<output>/bag`` (rosbag2, MCAP);
 3. plays the shipped clip (30 frames of OpenCV's vtest.avi) twice with ``anytime_player``, each time in its own
-   process: pass ``all_exits`` at 2 fps with no deadline (every frame gets every exit), then pass ``realtime`` at the
-   clip's 10 fps with a 150 ms deadline, newest frame wins, predictive deadlines (frames are cut short by newer
+   process: pass ``all_exits`` at 1 fps with no deadline (every frame gets every exit), then pass ``realtime`` at the
+   clip's 10 fps with a 400 ms deadline, newest frame wins, predictive deadlines (frames are cut short by newer
    frames and by deadlines) -- the deadline is changed between the passes through the node's parameter service;
 4. after each pass waits until the node has accounted for every frame (its /diagnostics), then stops the node;
 5. checks the bag: for every frame sent, every exit (1, 2, ... in order, with the input's header), or a reason why
@@ -684,9 +684,9 @@ def parse_args(argv=None):
     parser.add_argument("--input-size", type=parse_size, default=(432, 576),
                         help="model input HxW (default 432x576: 3/4 of the clip's frames, inside the shipped "
                              "model's training scales)")
-    parser.add_argument("--deadline-ms", type=float, default=150.0, help="deadline of the realtime pass")
+    parser.add_argument("--deadline-ms", type=float, default=400.0, help="deadline of the realtime pass")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the realtime pass")
-    parser.add_argument("--relaxed-rate", type=float, default=2.0, help="frames per second of the all_exits pass")
+    parser.add_argument("--relaxed-rate", type=float, default=1.0, help="frames per second of the all_exits pass")
     parser.add_argument("--frames", type=int, default=CLIP_FRAMES, help="frames per pass (default: the clip's 30)")
     parser.add_argument("--samples", type=int, default=3, help="PNG strips per pass")
     parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch threads of the node")
