@@ -44,7 +44,7 @@ def normalise_on_device(rgb, scale, offset, device):
     import torch
 
     host = torch.from_numpy(np.ascontiguousarray(rgb))
-    if host.device.type != torch.device(device).type and torch.cuda.is_available():
+    if torch.device(device).type == "cuda":
         host = host.pin_memory()
     frame = host.to(device, non_blocking=True).permute(2, 0, 1)
     return torch.addcmul(-offset, frame.float(), scale)
