@@ -18,6 +18,17 @@ ratio. Also: exit-1 latency as a share of the dense forward, and the largest rel
 emulated logits per exit (the backend's correctness on this GPU). Without a CUDA device (or Triton) it says so and
 exits with status 0.
 
+Checks per model and size, printed after the table:
+- synced per step: the whole adaptive forward with the host waiting for the GPU after every step, as the runtime's
+  scheduler does (it measures step times and preempts between steps), against the forward queued without waits;
+- host syncs: one more forward of each adaptive mode under `torch.cuda.set_sync_debug_mode("error")`: "none", or the
+  first operation that made the host wait for the GPU (the staged forward is meant to queue every step without one);
+- exit download: one exit's outputs as the node takes them (class ids, confidence, computed mask, computed fraction
+  and GFLOPs of image 0), ms for one packed copy into pinned memory (`data/transfer.to_host`, what the node does)
+  vs one blocking copy per tensor, from a synchronised stream, the fastest of the repeats. That copy is what the
+  node's per-exit overhead adds on a GPU; the rest (messages, encoding, publishing) is host work the same as on the
+  CPU, see `benchmarks/node_latency.py`.
+
 `--tiles` (CPU): for the same masks, the share of pixels computed at each conv resolution and the share the active
 4x4, 8x8 and 16x16 tiles cover (what the tile backend computes): their ratio bounds the efficiency tiles can reach.
 """
@@ -25,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -32,6 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anytime_perception import create_model  # noqa: E402
+from anytime_perception.data.transfer import to_host  # noqa: E402
 from anytime_perception.models.gpu import TritonExecution, kernels_run_on, tiles, triton_error  # noqa: E402
 from anytime_perception.models.masks import ComputeMask, mask_from_bool  # noqa: E402
 from anytime_perception.models.sparse.benchmark_masks import (ScriptedCriterion, calibrate_to_gflops,  # noqa: E402
@@ -46,9 +59,12 @@ HEADERS = ["model", "size", "tile", "exit", "dense ms", "emulated ms", "sparse m
            "efficiency", "sparse vs emulated"]
 
 
-def prepare(name: str, masks: list[torch.Tensor], device: torch.device, edges: list[int]) -> dict:
-    """Models with the same (random) weights, fp16, channels_last, on `device`: "dense", "emulated" and one sparse
-    model per tile edge ("sparse 8" ...)."""
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def prepare(name: str, masks: list[torch.Tensor], device: torch.device, edges: list[int], dtype: torch.dtype) -> dict:
+    """Models with the same (random) weights, in `dtype`, channels_last, on `device`: "dense", "emulated" and one
+    sparse model per tile edge ("sparse 8" ...)."""
     base = create_model(name)
     randomise_weights(base, 0)
     models = {}
@@ -63,34 +79,79 @@ def prepare(name: str, masks: list[torch.Tensor], device: torch.device, edges: l
                 raise RuntimeError(f"execution 'sparse' on {device} runs {m.execution_reason}, not the Triton backend")
             m.execution = TritonExecution(tile=int(mode.split()[1]))
         m.criterion = ScriptedCriterion([mask.to(device) for mask in masks])
-        models[mode] = m.to(device=device, dtype=torch.float16, memory_format=torch.channels_last)
+        models[mode] = m.to(device=device, dtype=dtype, memory_format=torch.channels_last)
     return models
 
 
-def timed_forward(model, images: torch.Tensor, adaptive: bool) -> tuple[list[float], list[float], list]:
-    """(ms from the input to each exit, cumulative GFLOPs per exit, logits per exit) of one forward."""
+def host_syncs(model, images: torch.Tensor) -> str:
+    """One adaptive forward with CUDA's sync debug mode at "error": "none", or the first op that synchronised."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.inference_mode():
+            state = model.begin(images, True)
+            while not state.finished:
+                model.advance(state)
+        return "none"
+    except RuntimeError as error:
+        return str(error).strip().splitlines()[0][:120]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+
+
+def exit_download_ms(result, repeats: int) -> tuple[float, float]:
+    """(packed, one copy per tensor) ms to bring one exit's outputs of image 0 to the host, fastest of `repeats`."""
+    labels = result.labels if result.labels is not None else result.logits.argmax(dim=1)
+    outputs = {"labels": labels[0].to(torch.uint8), "confidence": result.confidence[0].float(),
+               "computed": (result.compute_mask[0] > 0.5).to(torch.uint8) * 255,
+               "cost": torch.stack([result.computed_fraction[0], result.gflops[0]]).double()}
+
+    def separate():
+        arrays = [t.cpu().numpy() for t in list(outputs.values())[:3]]
+        return arrays, float(result.computed_fraction[0]), float(result.gflops[0])
+
+    times = {"packed": [], "separate": []}
+    for _ in range(repeats + 1):  # the first of each warms the pinned-memory cache
+        for kind, download in (("packed", lambda: to_host(outputs)), ("separate", separate)):
+            torch.cuda.synchronize()
+            began = time.perf_counter()
+            download()
+            times[kind].append((time.perf_counter() - began) * 1000.0)
+    return min(times["packed"][1:]), min(times["separate"][1:])
+
+
+def timed_forward(model, images: torch.Tensor, adaptive: bool, sync_steps: bool = False
+                  ) -> tuple[list[float], list[float], list, list]:
+    """(ms from the input to each exit, cumulative GFLOPs per exit, logits per exit, exit results) of one forward;
+    `sync_steps`: wait for the GPU after every step, as the runtime's scheduler does."""
     start = torch.cuda.Event(enable_timing=True)
-    marks, gflops, logits = [], [], []
+    marks, gflops, logits, results = [], [], [], []
     with torch.inference_mode():
         start.record()
         state = model.begin(images, adaptive)
         while not state.finished:
             result = model.advance(state)
+            if sync_steps:
+                torch.cuda.synchronize()
             if result is not None:
                 mark = torch.cuda.Event(enable_timing=True)
                 mark.record()
                 marks.append(mark)
                 gflops.append(result.gflops)
                 logits.append(result.logits)
+                results.append(result)
         torch.cuda.synchronize()
-    return [start.elapsed_time(m) for m in marks], [float(g.mean()) for g in gflops], logits
+    return [start.elapsed_time(m) for m in marks], [float(g.mean()) for g in gflops], logits, results
 
 
-def run(name: str, size: tuple[int, int], repeats: int, device: torch.device, edges: list[int]) -> list[list]:
-    models = prepare(name, synthetic_masks(size), device, edges)
+def run(name: str, size: tuple[int, int], repeats: int, device: torch.device, edges: list[int],
+        dtype: torch.dtype, checks: list[list]) -> list[list]:
+    """The table's rows for one model and size; appends its host-sync and download rows to `checks`."""
+    models = prepare(name, synthetic_masks(size), device, edges, dtype)
     modes = list(models)
     images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    images = images.to(device=device, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    images = images.to(device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
     outputs = {}
     for mode, model in models.items():  # warm-up: Triton compiles its kernels, cuDNN picks algorithms
         outputs[mode] = timed_forward(model, images, adaptive=mode != "dense")
@@ -114,6 +175,11 @@ def run(name: str, size: tuple[int, int], repeats: int, device: torch.device, ed
     exit1 = min(best[mode][0] for mode in modes[2:])
     print(f"{name} {size[0]}x{size[1]}: exit 1 after {exit1:.2f} ms (sparse) = {100 * exit1 / dense_total:.1f}% "
           f"of the dense forward ({dense_total:.2f} ms)", flush=True)
+    packed, separate = exit_download_ms(outputs["emulated"][3][-1], repeats)
+    for mode in modes[1:]:
+        synced = min(timed_forward(models[mode], images, True, sync_steps=True)[0][-1] for _ in range(repeats))
+        checks.append([name.replace("adpc_hrnet_", ""), f"{size[0]}x{size[1]}", mode, host_syncs(models[mode], images),
+                       best[mode][-1], synced, packed, separate])
     return rows
 
 
@@ -157,6 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in SIZES])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--tile-edges", nargs="+", type=int, default=[8], help="one sparse run per tile edge")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp16")
     parser.add_argument("--quick", action="store_true", help="W18s at 512x1024, 3 repeats")
     parser.add_argument("--tiles", action="store_true", help="tile coverage of the masks (CPU, no timing)")
     args = parser.parse_args(argv)
@@ -174,14 +241,17 @@ def main(argv=None) -> int:
         return 0
     if args.quick:
         args.models, args.sizes, args.repeats = ["adpc_hrnet_w18s_seg"], ["512x1024"], 3
-    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, fp16, batch 1, "
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.dtype}, batch 1, "
           f"fastest of {args.repeats}", flush=True)
-    rows = []
+    rows, checks = [], []
     for name in args.models:
         for size in args.sizes:
             h, w = (int(v) for v in size.split("x"))
-            rows += run(name, (h, w), args.repeats, device, args.tile_edges)
+            rows += run(name, (h, w), args.repeats, device, args.tile_edges, DTYPES[args.dtype], checks)
     print(table(HEADERS, rows))
+    print()
+    print(table(["model", "size", "mode", "host syncs in a forward", "forward ms", "forward ms, synced per step",
+                 "exit download packed ms", "exit download per tensor ms"], checks))
     return 0
 
 

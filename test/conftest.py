@@ -1,8 +1,10 @@
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REFERENCE_DIR = Path(os.environ.get("ANYTIME_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
 OFFICIAL_REF = REFERENCE_DIR / "official_adpc_w18s_dev_ref.pt"
@@ -66,3 +68,54 @@ def ros_context():
     rclpy.init(context=context)
     yield context
     rclpy.try_shutdown(context=context)
+
+
+class HostReads(TorchDispatchMode):
+    """Records the ops that read tensor values on the host, each of which waits for the device on a GPU: scalar
+    reads (`.item()`, `float()`, `bool()`), ops whose output size depends on values (nonzero, boolean indexing), and
+    `Tensor.cpu/numpy/tolist`, which do not dispatch for CPU tensors and are patched while the mode is on.
+    `paused()` leaves a stretch out (Triton's interpreter copies its arguments to numpy)."""
+
+    VALUE_DEPENDENT = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+                       torch.ops.aten.masked_select.default, torch.ops.aten.unique_consecutive.default,
+                       torch.ops.aten._unique2.default}
+    PATCHED = ("cpu", "numpy", "tolist")
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+        self._counting = True
+        self._originals = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self._counting and (func in self.VALUE_DEPENDENT or (func is torch.ops.aten.index.Tensor and any(
+                i is not None and i.dtype == torch.bool for i in args[1]))):
+            self.reads.append(str(func))
+        return func(*args, **kwargs)
+
+    def __enter__(self):
+        for name in self.PATCHED:
+            original = self._originals[name] = getattr(torch.Tensor, name)
+            setattr(torch.Tensor, name, self._recording(name, original))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for name, original in self._originals.items():
+            setattr(torch.Tensor, name, original)
+        return super().__exit__(*exc)
+
+    def _recording(self, name, original):
+        def method(tensor, *args, **kwargs):
+            if self._counting:
+                self.reads.append(f"Tensor.{name}")
+            return original(tensor, *args, **kwargs)
+        return method
+
+    @contextlib.contextmanager
+    def paused(self):
+        counting, self._counting = self._counting, False
+        try:
+            yield
+        finally:
+            self._counting = counting

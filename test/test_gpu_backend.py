@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import dependency_missing
+from conftest import HostReads, dependency_missing
 
 @contextlib.contextmanager
 def _interpreter_variable():
@@ -54,7 +54,7 @@ interpreter.interpreter_builder.options = dataclasses.replace(interpreter.interp
                                                               sanitize_overflow=False)
 
 from anytime_perception import create_model  # noqa: E402
-from anytime_perception.models.execution import make_execution, resolve_execution  # noqa: E402
+from anytime_perception.models.execution import auto_candidates, make_execution, resolve_execution  # noqa: E402
 from anytime_perception.models.gpu import TritonExecution, tiles  # noqa: E402
 from anytime_perception.models.masked_conv import ConvUnit, EmulatedExecution, MaskedConv2d  # noqa: E402
 from anytime_perception.models.masks import ComputeMask  # noqa: E402
@@ -184,6 +184,7 @@ def test_tensors_the_kernels_do_not_run_on_go_to_the_cpu_sparse_backend(monkeypa
 def test_execution_table():
     assert resolve_execution("sparse", "cuda")[0] == "triton"  # Triton imports here
     assert resolve_execution("auto", "cuda")[0] == "emulate"  # until the tiles are measured faster
+    assert auto_candidates("cuda") == ("emulate", "triton")  # which a node does at its input size
     assert resolve_execution("triton", "cpu") == ("triton", "requested")  # interpreter
     assert isinstance(make_execution("triton"), TritonExecution)
     assert "interpreted" in TritonExecution().describe("cpu")
@@ -212,3 +213,31 @@ def test_whole_model_every_exit_batch_of_two():
     assert ((fractions > 0.05) & (fractions < 0.95)).all()
     assert not torch.equal(ref[1].compute_mask[0], ref[1].compute_mask[1])  # per-image masks differ
     assert set(triton.execution.stats) == {"triton"}
+
+
+def test_forward_reads_nothing_on_the_host_once_weights_are_folded(monkeypatch):
+    """Between and at exits the Triton backend's schedule (tile tables, launches with the active-tile count on the
+    device) reads no tensor value on the host. The first forward folds BN into the weights once per weight version
+    (it reads each conv's RBF width); the interpreted kernels themselves copy their arguments, so they are paused."""
+    model = create_model("adpc_hrnet_w18s_seg", criterion="top_ratio", top_ratio=0.5, execution="triton").eval()
+    randomise_weights(model, 0)
+    x = torch.randn(1, 3, 32, 32)  # one tile per map: the fewest interpreted programs
+    with torch.inference_mode():
+        first = list(model.anytime(x))
+    reads = HostReads()
+    kernels_in_use = gpu_execution.load_kernels()
+    for name in ("conv_tiles", "finish"):
+        launch = getattr(kernels_in_use, name)
+        monkeypatch.setattr(kernels_in_use, name, lambda *a, _launch=launch, **k: _paused(reads, _launch, *a, **k))
+    model.execution.stats = {}
+    with reads, torch.inference_mode():
+        again = list(model.anytime(x))
+    assert reads.reads == []
+    assert model.execution.stats["triton"] > 0
+    for r, g in zip(first, again):
+        assert torch.equal(r.logits, g.logits)
+
+
+def _paused(reads, launch, *args, **kwargs):
+    with reads.paused():
+        return launch(*args, **kwargs)

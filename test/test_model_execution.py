@@ -8,7 +8,7 @@ import torch
 from anytime_perception import create_model
 from anytime_perception.models import EXECUTION_NAMES, resolve_execution
 from anytime_perception.models.blocks import BasicBlock, Bottleneck, conv_bn
-from anytime_perception.models.execution import EXECUTIONS, make_execution
+from anytime_perception.models.execution import EXECUTIONS, auto_candidates, make_execution, time_executions
 from anytime_perception.models.masked_conv import ConvUnit, EmulatedExecution, MaskedConv2d, conv_units
 from anytime_perception.models.masks import ComputeMask
 from anytime_perception.models.sparse import SparseExecution, _ext, extension
@@ -64,6 +64,24 @@ def test_create_model_resolves_auto_and_reports_it():
     torch_only = SparseExecution(backend="torch")
     assert not torch_only.uses_extension("cpu") and "backend='torch'" in torch_only.describe()
     assert not SparseExecution().uses_extension("cuda")
+
+
+def test_time_executions_times_each_and_leaves_the_model_as_it_was(monkeypatch):
+    model = create_model("adpc_hrnet_w18s_seg", criterion="top_ratio", top_ratio=0.5, execution="emulate").eval()
+    randomise_weights(model, 0)
+    before = model.execution
+    calls = []
+    original = model.set_execution
+
+    def recording(name, device=None):
+        calls.append(name)
+        original(name, device)
+
+    monkeypatch.setattr(model, "set_execution", recording)
+    seconds = time_executions(model, torch.randn(1, 3, 64, 64), ("sparse", "emulate"), repeats=2)
+    assert list(seconds) == ["sparse", "emulate"] == calls and all(0 < s < 60 for s in seconds.values())
+    assert model.execution is before
+    assert auto_candidates("cpu") == ()  # on the CPU the extension decides, no measuring
 
 
 class RecordingExecution(EmulatedExecution):

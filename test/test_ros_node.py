@@ -659,6 +659,26 @@ def test_load_model_picks_the_execution_and_refuses_devices_it_cannot_use():
         load_model("adpc_hrnet_w18s_seg", "", f"cuda:{torch.cuda.device_count() + 3}", None)
 
 
+def test_auto_execution_is_measured_at_the_input_size_where_the_hardware_decides(monkeypatch):
+    """Where `auto_candidates` names executions (CUDA with Triton; here the CPU pretends, with emulate and sparse),
+    the node keeps the one that timed faster and says so; elsewhere, and for other requests, nothing changes."""
+    from anytime_perception.models import execution
+    from anytime_perception.ros.weights import load_model, measure_auto_execution
+
+    loaded = load_model("adpc_hrnet_w18s_person_seg", "pretrained", "cpu", (64, 96), "emulate")
+    assert measure_auto_execution(loaded, "auto", (64, 96), "cpu") is loaded  # the CPU's choice is fixed
+    monkeypatch.setattr(execution, "auto_candidates", lambda device: ("emulate", "sparse"))
+    assert measure_auto_execution(loaded, "emulate", (64, 96), "cpu") is loaded  # asked for by name
+    assert measure_auto_execution(loaded, "auto", None, "cpu") is loaded  # size known only from the frames
+    timed = {}
+    monkeypatch.setattr(execution, "time_executions",
+                        lambda model, images, names: timed.setdefault("s", {"emulate": 0.02, "sparse": 0.01}))
+    chosen = measure_auto_execution(loaded, "auto", (64, 96), "cpu")
+    assert chosen.execution == "sparse" and chosen.model.execution.name == "sparse"
+    assert chosen.execution_reason == chosen.model.execution_reason == (
+        "auto on cpu: sparse measured fastest for an adaptive forward at 64x96 (emulate 20.0 ms, sparse 10.0 ms)")
+
+
 def test_unstamped_frames_run_from_arrival(harnesses):
     model = GatedModel(gated=False)
     h = harnesses(model=model, params={"deadline_ms": 5000.0})

@@ -48,7 +48,8 @@ class ExitResult:
     confidence: Tensor  # (B, h, w), the criterion's confidence of `logits`
     compute_mask: Tensor | None  # (B, h, w), 1 = computed at this exit; None if everything was computed
     computed_fraction: Tensor  # (B,), share of positions computed at this exit
-    gflops: Tensor  # (B,), cumulative GMACs/2^30 from the input through this exit (paper convention)
+    gflops: Tensor  # (B,), cumulative GMACs/2^30 from the input through this exit (paper convention), on the
+    # device of the logits like `computed_fraction`: the model never reads a value back to the host
     labels: Tensor | None = None  # (B, h, w) class ids (argmax of `logits`); None for heatmaps
 
     @property
@@ -196,7 +197,7 @@ class AnytimeHRNet(nn.Module):
             num_steps=len(self.steps),
             adaptive=self.config.confidence_adaptive if adaptive is None else adaptive and self.config.confidence_adaptive,
             features=images,
-            gflops=torch.zeros(b, dtype=torch.float64),
+            gflops=torch.zeros(b, dtype=torch.float64, device=images.device),
         )
         return state
 
@@ -247,10 +248,10 @@ class AnytimeHRNet(nn.Module):
             state.mask = ComputeMask(mask_from_bool(compute, tuple(logits.shape[-2:]), logits.dtype), self.execution)
         b = logits.shape[0]
         if computed_under is None:
-            compute_mask, fraction = None, torch.ones(b, dtype=torch.float64)
+            compute_mask, fraction = None, torch.ones(b, dtype=torch.float64, device=logits.device)
         else:
             compute_mask = computed_under.base[:, 0, :h, :w]
-            fraction = compute_mask.flatten(1).double().mean(dim=1).cpu()
+            fraction = compute_mask.flatten(1).double().mean(dim=1)
         return ExitResult(index=index, num_exits=self.num_exits, logits=logits[..., :h, :w], confidence=confidence,
                           compute_mask=compute_mask, computed_fraction=fraction, gflops=state.gflops.clone(),
                           labels=labels)
@@ -261,7 +262,7 @@ class AnytimeHRNet(nn.Module):
 
     def step_gflops(self, state: AnytimeState, step_index: int) -> Tensor:
         """GMACs/2^30 of one step per image, under the mask in force (paper convention, see step_cost.py)."""
-        return self.step_costs(state.padded_size)[step_index].gflops(state.mask, state.batch_size)
+        return self.step_costs(state.padded_size)[step_index].gflops(state.mask, state.batch_size, state.gflops.device)
 
     def anytime(self, images: Tensor, adaptive: bool | None = None) -> Iterator[ExitResult]:
         """Yield one `ExitResult` per exit, each as soon as it is computed."""

@@ -6,15 +6,19 @@
 - "triton": the sparse backend on GPUs (`gpu/`): Triton kernels over active 8x8 output tiles, what "sparse" runs
   on CUDA when Triton imports (`pip install .[gpu]`); on CPU tensors only under Triton's interpreter (tests),
   otherwise the CPU sparse backend;
-- "auto": the fastest measured for the device: sparse when the C++ extension loads and the device is the CPU,
-  otherwise emulate (no GPU sparse backend has been measured faster than the emulation yet).
+- "auto": the fastest measured for the device: sparse when the C++ extension loads and the device is the CPU
+  (measured in `benchmarks/sparse_speedup.py`), otherwise emulate. On CUDA with Triton, whether the tiles beat the
+  dense emulation depends on the GPU, the model, the input size and how much the masks skip, so "auto" resolves to
+  emulate and a caller that knows its input size measures both (`auto_candidates`, `time_executions`: the node
+  does at warm-up) and keeps the faster.
 
 `resolve_execution` says which one runs and why; the model keeps both (`AnytimeHRNet.execution`,
 `AnytimeHRNet.execution_reason`) so that a node can log and report them.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -52,7 +56,47 @@ def resolve_execution(name: str, device: torch.device | str | None = None) -> tu
             return "sparse", "auto on cpu: the sparse C++ extension is loaded"
         return "emulate", (f"auto on cpu: the sparse C++ extension is not loaded ({load_error() or 'not built'}; "
                            "`python -m anytime_perception.models.sparse.build`), and plain PyTorch ops are slower")
+    if auto_candidates(kind):
+        return "emulate", (f"auto on {kind}: the emulation until the Triton tiles are measured faster at the input "
+                           "size")
     return "emulate", f"auto on {kind}: no sparse backend for {kind} has been measured faster than the emulation"
+
+
+def auto_candidates(device: torch.device | str) -> tuple[str, ...]:
+    """The executions "auto" chooses between by measuring on `device` at the input size; () where the choice is
+    fixed (the CPU: by whether the extension loads)."""
+    kind = torch.device(device).type
+    return ("emulate", "triton") if kind == "cuda" and kernels_run_on(kind) else ()
+
+
+def time_executions(model, images: torch.Tensor, names: Sequence[str], repeats: int = 3) -> dict[str, float]:
+    """Seconds of one adaptive forward of `images` under each execution in `names`, the fastest of `repeats` after
+    an untimed forward (Triton compiles, cuDNN picks algorithms, weights are folded). The model keeps the execution
+    it had."""
+    device = images.device
+    previous = (model.execution, model.execution_reason)
+
+    def wait():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    seconds = {}
+    try:
+        with torch.inference_mode():
+            for name in names:
+                model.set_execution(name, device)
+                times = []
+                for _ in range(repeats + 1):
+                    wait()
+                    began = time.perf_counter()
+                    for _result in model.anytime(images, adaptive=True):
+                        pass
+                    wait()
+                    times.append(time.perf_counter() - began)
+                seconds[name] = min(times[1:])
+    finally:
+        model.execution, model.execution_reason = previous
+    return seconds
 
 
 def make_execution(name: str, device: torch.device | str | None = None) -> ConvExecution:

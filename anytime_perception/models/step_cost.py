@@ -52,15 +52,15 @@ class StepCost:
     def full_macs(self) -> int:
         return self.dense_macs + sum(g.macs for g in self.masked)
 
-    def gflops(self, mask, batch_size: int) -> Tensor:
-        """Per-image GMACs/2^30 under `mask` (a ComputeMask, or None for dense), shape (batch_size,)."""
-        total = torch.full((batch_size,), float(self.dense_macs), dtype=torch.float64)
+    def gflops(self, mask, batch_size: int, device: torch.device | str = "cpu") -> Tensor:
+        """Per-image GMACs/2^30 under `mask` (a ComputeMask, or None for dense), shape (batch_size,), on `device`
+        (the mask's, when there is one: the count is computed where the mask lives, never read back to the host)."""
+        total = torch.full((batch_size,), float(self.dense_macs), dtype=torch.float64, device=device)
         for g in self.masked:
             if mask is None:
                 total += g.macs
             else:
-                fraction = mask.fraction(g.height, g.width).detach().double().cpu()
-                total += masked_conv_macs(g.macs, g.fill_units, fraction)
+                total += masked_conv_macs(g.macs, g.fill_units, mask.fraction(g.height, g.width).detach().double())
         return total / GIGA
 
     def macs_at(self, fraction: float | None) -> float:

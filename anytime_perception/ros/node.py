@@ -48,7 +48,7 @@ from .perceive_action import ACTION_SOURCE, PerceiveAction
 from .publishing import LATCHED_QOS, CameraSink, OutputThread
 from .task_outputs import outputs_for
 from .throttle import ThrottledLog
-from .weights import LoadedModel, ModelLoadError, load_model, warm_up
+from .weights import LoadedModel, ModelLoadError, load_model, measure_auto_execution, warm_up
 
 
 class RosClock:
@@ -137,6 +137,7 @@ class AnytimePerception:
         labels = out.LabelMap(self.loaded.task, model.config.outputs, getattr(model, "labels", None))
         builder = outputs_for(self.loaded.task, s, labels)
         try:
+            self.loaded = measure_auto_execution(self.loaded, s.execution, s.input_size, s.device, self.log)
             latency = warm_up(model, s.input_size, s.device, self.log)
         except Exception as error:  # noqa: BLE001 - e.g. out of device memory: one clear line, no traceback
             raise ConfigurationError(f"warm-up of {s.model} on {s.device} failed: {type(error).__name__}: "

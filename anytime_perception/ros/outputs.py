@@ -23,7 +23,9 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..data.labels import MPII_JOINTS, MPII_SKELETON, class_names, palette
+from ..data.transfer import to_host
 from ..msg import AnytimePose, AnytimeSegmentation, ClassLabel, Keypoint, LabelInfo
+from ..tasks.metrics import ExitCost
 from .image_codec import array_to_image, confidence_to_image, labels_to_image, pinhole_camera_info, rgb_to_image
 from .image_codec import scale_camera_info
 
@@ -170,23 +172,27 @@ class SegmentationArrays:
     labels: np.ndarray        # (h, w) uint8 class ids
     confidence: np.ndarray    # (h, w) float32 in [0, 1]
     computed: np.ndarray      # (h, w) uint8, 255 = computed at this exit, 0 = carried over
+    cost: ExitCost            # this image's cumulative GFLOPs and computed fraction
 
 
 def class_ids(logits) -> np.ndarray:
-    """(K, h, w) logits -> (h, w) uint8 argmax. On the CPU numpy's argmax over the class axis is ~4x faster than
-    torch's (1.5 vs 5.8 ms for 19 x 128 x 256); on a GPU the argmax runs there and only the ids are copied."""
-    if logits.device.type == "cpu":
-        return logits.detach().numpy().argmax(axis=0).astype(np.uint8)
-    return logits.argmax(dim=0).to(dtype=torch.uint8).cpu().numpy()
+    """(K, h, w) CPU logits -> (h, w) uint8 argmax. numpy's argmax over the class axis is ~4x faster than torch's
+    (1.5 vs 5.8 ms for 19 x 128 x 256)."""
+    return logits.detach().numpy().argmax(axis=0).astype(np.uint8)
 
 
 def segmentation_arrays(exit_result, batch_index: int = 0) -> SegmentationArrays:
-    if getattr(exit_result, "labels", None) is not None:   # the model's criterion already took the argmax
-        labels = exit_result.labels[batch_index].to(device="cpu", dtype=torch.uint8).numpy()
-    else:
-        labels = class_ids(exit_result.logits[batch_index])
-    confidence = exit_result.confidence[batch_index].float().to("cpu").numpy()
-    return SegmentationArrays(labels, confidence, computed_mask(exit_result, batch_index))
+    """The exit's arrays on the host. Off the CPU the class ids are taken there and everything comes over in one
+    copy (`to_host`)."""
+    logits = exit_result.logits[batch_index]
+    outputs = {"confidence": exit_result.confidence[batch_index].float()}
+    if getattr(exit_result, "labels", None) is not None:  # the model's criterion took the argmax
+        outputs["labels"] = exit_result.labels[batch_index].to(torch.uint8)
+    elif logits.device.type != "cpu":
+        outputs["labels"] = logits.argmax(dim=0).to(torch.uint8)
+    host = _exit_to_host(exit_result, batch_index, outputs)
+    labels = host["labels"] if "labels" in host else class_ids(logits)
+    return SegmentationArrays(labels, host["confidence"], host["computed"], host["cost"])
 
 
 def resize_arrays(arrays: SegmentationArrays, width: int, height: int) -> SegmentationArrays:
@@ -197,7 +203,7 @@ def resize_arrays(arrays: SegmentationArrays, width: int, height: int) -> Segmen
     size = (width, height)
     return SegmentationArrays(cv2.resize(arrays.labels, size, interpolation=cv2.INTER_NEAREST),
                               cv2.resize(arrays.confidence, size, interpolation=cv2.INTER_LINEAR),
-                              cv2.resize(arrays.computed, size, interpolation=cv2.INTER_NEAREST))
+                              cv2.resize(arrays.computed, size, interpolation=cv2.INTER_NEAREST), arrays.cost)
 
 
 def segmentation_overlay(rgb: np.ndarray, labels: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
@@ -212,14 +218,14 @@ def segmentation_overlay(rgb: np.ndarray, labels: np.ndarray, lut: np.ndarray, a
 def segmentation_message(result, frame: FrameInfo, arrays: SegmentationArrays, confidence_encoding: str,
                          model_time: float, end_to_end: float) -> AnytimeSegmentation:
     header = frame.header
-    msg = AnytimeSegmentation(header=header, **_metadata(result, frame, model_time, end_to_end))
+    msg = AnytimeSegmentation(header=header, **_metadata(result, frame, arrays.cost, model_time, end_to_end))
     msg.labels = labels_to_image(arrays.labels, header)
     msg.confidence = confidence_to_image(arrays.confidence, header, confidence_encoding)
     msg.computed = array_to_image(arrays.computed, "mono8", header)
     return msg
 
 
-def _metadata(result, frame: FrameInfo, model_time: float, end_to_end: float) -> dict:
+def _metadata(result, frame: FrameInfo, cost: ExitCost, model_time: float, end_to_end: float) -> dict:
     exit_result = result.exit
     deadline_ms = 0.0 if result.deadline is None else (result.deadline - frame.stamp) * 1000.0
     timings = result.timings
@@ -227,7 +233,7 @@ def _metadata(result, frame: FrameInfo, model_time: float, end_to_end: float) ->
         exit_index=int(exit_result.index), num_exits=int(exit_result.num_exits), is_final=bool(result.is_final),
         stop_reason=result.final_reason.value if result.final_reason is not None else AnytimeSegmentation.STOP_NONE,
         frame_number=frame.number % (1 << 32),
-        computed_fraction=float(exit_result.computed_fraction[0]), gflops=float(exit_result.gflops[0]),
+        computed_fraction=cost.computed_fraction, gflops=cost.gflops,
         deadline_ms=deadline_ms, priority=int(result.priority),
         queue_wait_ms=_ms(timings.queue_wait), exit_time_ms=_ms(timings.model_time), model_time_ms=_ms(model_time),
         end_to_end_ms=_ms(end_to_end))
@@ -238,30 +244,47 @@ def _ms(seconds: float) -> float:
 
 
 # ----- pose -----------------------------------------------------------------------------------------------------
-def pose_keypoints(exit_result, frame_w: int, frame_h: int, batch_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(J, 2) keypoint coordinates (x, y) in the input frame's pixels and (J,) scores of one exit."""
+@dataclass
+class PoseArrays:
+    coords: np.ndarray        # (J, 2) keypoint (x, y) in the input frame's pixels
+    scores: np.ndarray        # (J,) heatmap peaks
+    computed: np.ndarray      # (h, w) uint8 at the heatmaps' resolution, 255 = computed at this exit
+    cost: ExitCost
+
+
+def pose_arrays(exit_result, frame_w: int, frame_h: int, batch_index: int = 0) -> PoseArrays:
+    """The exit's keypoints (decoded where the heatmaps are) and computed mask on the host, in one copy."""
     from ..tasks.pose import decode_heatmaps
 
-    heatmaps = exit_result.logits[batch_index : batch_index + 1].float().to("cpu")
+    heatmaps = exit_result.logits[batch_index : batch_index + 1].float()
     coords, scores = decode_heatmaps(heatmaps, (frame_h, frame_w))
-    return coords[0].numpy(), scores[0].numpy()
+    host = _exit_to_host(exit_result, batch_index, {"coords": coords[0], "scores": scores[0]})
+    return PoseArrays(host["coords"], host["scores"], host["computed"], host["cost"])
 
 
-def pose_message(result, frame: FrameInfo, coords: np.ndarray, scores: np.ndarray, labels: LabelMap,
-                 model_time: float, end_to_end: float, computed: np.ndarray) -> AnytimePose:
+def pose_message(result, frame: FrameInfo, arrays: PoseArrays, labels: LabelMap, model_time: float,
+                 end_to_end: float, computed: np.ndarray) -> AnytimePose:
+    """`computed`: the arrays' computed mask at the size it is published at."""
+    coords, scores = arrays.coords, arrays.scores
     keypoints = [Keypoint(id=j, name=labels.names[j], x=float(coords[j, 0]), y=float(coords[j, 1]),
                           score=float(scores[j])) for j in range(len(scores))]
     msg = AnytimePose(header=frame.header, image_width=frame.width, image_height=frame.height, keypoints=keypoints,
-                      **_metadata(result, frame, model_time, end_to_end))
+                      **_metadata(result, frame, arrays.cost, model_time, end_to_end))
     msg.computed = array_to_image(computed, "mono8", frame.header)
     return msg
 
 
-def computed_mask(exit_result, batch_index: int = 0) -> np.ndarray:
-    """(h, w) uint8 at the exit's resolution: 255 where this exit computed, 0 where it carried over."""
+def _exit_to_host(exit_result, batch_index: int, outputs: dict) -> dict:
+    """`outputs` (tensors on the exit's device), the computed mask as uint8 (255 = computed at this exit) and the
+    image's cost (an `ExitCost`) on the host, in one copy."""
+    cost = torch.stack([exit_result.computed_fraction[batch_index], exit_result.gflops[batch_index]]).double()
+    if exit_result.compute_mask is not None:
+        outputs["computed"] = (exit_result.compute_mask[batch_index] > 0.5).to(torch.uint8) * 255
+    host = to_host({**outputs, "cost": cost})
     if exit_result.compute_mask is None:                      # exit 1 computes everything
-        return np.full(tuple(exit_result.logits.shape[-2:]), 255, np.uint8)
-    return (exit_result.compute_mask[batch_index] > 0.5).to("cpu").numpy().astype(np.uint8) * 255
+        host["computed"] = np.full(tuple(exit_result.logits.shape[-2:]), 255, np.uint8)
+    host["cost"] = ExitCost(gflops=float(host["cost"][1]), computed_fraction=float(host["cost"][0]))
+    return host
 
 
 def pose_overlay(rgb: np.ndarray, coords: np.ndarray, scores: np.ndarray, frame_w: int, frame_h: int,

@@ -64,8 +64,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N", read_only=True),
     ParamSpec("execution", "auto", "how masked convolutions run: 'auto' = the fastest measured backend for the "
-              "device (today 'sparse' with its C++ extension on the CPU when it loads, else 'emulate'; 'emulate' on "
-              "CUDA); 'sparse' computes only the pixels not yet confident (C++ kernels on CPU, the Triton tile "
+              "device ('sparse' with its C++ extension on the CPU when it loads, else 'emulate'; on CUDA with Triton "
+              "the faster of 'emulate' and 'triton', timed at warm-up at input_height x input_width, else "
+              "'emulate'); 'sparse' computes only the pixels not yet confident (C++ kernels on CPU, the Triton tile "
               "kernels on CUDA when Triton imports, else PyTorch gather/scatter ops); 'triton' those GPU kernels "
               "by name; 'emulate' computes every pixel and masks, as the authors' code does (same outputs); the "
               "backend that runs is logged and in /diagnostics", read_only=True,

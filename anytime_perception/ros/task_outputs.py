@@ -77,12 +77,12 @@ class PoseOutputs:
         self.labels = labels
 
     def message(self, result, frame: out.FrameInfo, model_time: float) -> ExitMessage:
-        coords, scores = out.pose_keypoints(result.exit, frame.width, frame.height)
-        computed = out.computed_mask(result.exit)
+        arrays = out.pose_arrays(result.exit, frame.width, frame.height)
+        computed = arrays.computed
         if self.settings.output_size == "input":
             computed = cv2.resize(computed, (frame.width, frame.height), interpolation=cv2.INTER_NEAREST)
-        msg = out.pose_message(result, frame, coords, scores, self.labels, model_time, 0.0, computed)
-        return ExitMessage(msg, (coords, scores))
+        msg = out.pose_message(result, frame, arrays, self.labels, model_time, 0.0, computed)
+        return ExitMessage(msg, (arrays.coords, arrays.scores))
 
     def publish_images(self, exit_message: ExitMessage, frame: out.FrameInfo, camera, groups: list,
                        wanted: Wanted, publish_image: Callable) -> None:

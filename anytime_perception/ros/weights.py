@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,31 @@ def load_model(name: str, checkpoint: str, device: str, input_size: tuple[int, i
         raise ModelLoadError(f"cannot move {name} to {device!r}: {error}") from None
     return LoadedModel(model, model.config.task, weights, untrained, time.perf_counter() - started, execution,
                        execution_reason, execution_warning)
+
+
+def measure_auto_execution(loaded: LoadedModel, requested: str, size: tuple[int, int] | None, device: str,
+                           log=None) -> LoadedModel:
+    """For ``execution: auto`` where the fastest execution depends on the hardware (CUDA with Triton: tiles or the
+    dense emulation), time an adaptive forward of a clip frame at the input size under each and keep the faster.
+    ``loaded`` is returned unchanged where there is nothing to measure (another request, a fixed choice, an input
+    size known only when frames arrive, a model without confidence adaptivity)."""
+    from ..models import AnytimeHRNet
+    from ..models.execution import auto_candidates, time_executions
+
+    model = loaded.model
+    candidates = auto_candidates(device)
+    if (requested != "auto" or not candidates or size is None or not isinstance(model, AnytimeHRNet)
+            or not model.config.confidence_adaptive):
+        return loaded
+    seconds = time_executions(model, clip_batch(size, 1, model).to(device), candidates)
+    fastest = min(seconds, key=seconds.get)
+    model.set_execution(fastest, device)
+    measured = ", ".join(f"{name} {1000 * s:.1f} ms" for name, s in seconds.items())
+    model.execution_reason = (f"auto on {device}: {fastest} measured fastest for an adaptive forward at "
+                              f"{size[0]}x{size[1]} ({measured})")
+    if log is not None:
+        log.info(model.execution_reason)
+    return dataclasses.replace(loaded, execution=fastest, execution_reason=model.execution_reason)
 
 
 def warm_up(model, size: tuple[int, int] | None, device: str, log=None):

@@ -28,8 +28,8 @@ def decode_heatmaps(heatmaps: Tensor, input_size: tuple[int, int]) -> tuple[Tens
     py = torch.div(idx, w, rounding_mode="floor").float()
     hm = heatmaps.float()
     xi, yi = px.long(), py.long()
-    bi = torch.arange(b).view(b, 1).expand(b, j)
-    ji = torch.arange(j).view(1, j).expand(b, j)
+    bi = torch.arange(b, device=heatmaps.device).view(b, 1).expand(b, j)
+    ji = torch.arange(j, device=heatmaps.device).view(1, j).expand(b, j)
     inner_x = (xi > 0) & (xi < w - 1)
     inner_y = (yi > 0) & (yi < h - 1)
     dx = hm[bi, ji, yi, (xi + 1).clamp(max=w - 1)] - hm[bi, ji, yi, (xi - 1).clamp(min=0)]
