@@ -108,9 +108,11 @@ def _amx() -> bool:
 
 
 def _pack_direct(weight: Tensor, dtype: torch.dtype) -> Tensor | None:
+    # Device and dtype first: asking for the extension compiles it on first use, which GPU weights never need.
+    if not USE_DIRECT or dtype != torch.float32 or weight.device.type != "cpu":
+        return None
     ext = extension()
-    if (not USE_DIRECT or ext is None or not hasattr(ext, "conv_rows_direct") or dtype != torch.float32
-            or weight.device.type != "cpu"):
+    if ext is None or not hasattr(ext, "conv_rows_direct"):
         return None
     return ext.pack_direct(weight.contiguous())
 
