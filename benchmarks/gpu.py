@@ -1,4 +1,4 @@
-"""GPU latency of the anytime HRNet: dense vs emulated vs sparse (Triton tiles) per exit, fp16, CUDA events.
+"""GPU latency of the anytime HRNet: dense vs emulated vs sparse (Triton tiles) per exit, fp16 or bf16, CUDA events.
 
     python benchmarks/gpu.py                       # W48 and W18s at 512x1024 and 1024x2048 (the README table)
     python benchmarks/gpu.py --quick               # W18s at 512x1024, 3 repeats: a smoke run of a few minutes
