@@ -7,7 +7,7 @@
 
 Modes (same weights, channels_last, fp16, `torch.inference_mode`):
 - dense: `adaptive=False`, BN folded into every conv (the fair dense baseline, as in `sparse_speedup.py`);
-- emulated: `execution="emulate"`, the authors' dense conv + mask + RBF fill (what `execution: auto` runs on CUDA);
+- emulated: `execution="emulate"`, the authors' dense conv + mask + RBF fill;
 - sparse: `execution="sparse"`, which on CUDA with Triton is the tile backend (`models/gpu/`), once per tile edge
   (`--tile-edges 4 8`: 8x8 is the default; the low-resolution maps favour smaller tiles, see `--tiles`).
 Masks are the synthetic ones of `sparse_speedup.py` (calibrated to Table 1's ADP-C GFLOPs per exit), scripted so
@@ -31,6 +31,7 @@ Checks per model and size, printed after the table:
 
 `--tiles` (CPU): for the same masks, the share of pixels computed at each conv resolution and the share the active
 4x4, 8x8 and 16x16 tiles cover (what the tile backend computes): their ratio bounds the efficiency tiles can reach.
+`--tiles --masks person`: the same for the shipped person model's own masks on four frames of the shipped clip.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anytime_perception import create_model  # noqa: E402
+from anytime_perception.data.preprocess import clip_batch  # noqa: E402
 from anytime_perception.data.transfer import to_host  # noqa: E402
 from anytime_perception.models.gpu import TritonExecution, kernels_run_on, tiles, triton_error  # noqa: E402
 from anytime_perception.models.masks import ComputeMask, mask_from_bool  # noqa: E402
@@ -190,21 +192,33 @@ def synthetic_masks(size: tuple[int, int]) -> list[torch.Tensor]:
     return calibrate_to_gflops(cfg, size, difficulty, paper_targets(cfg, size))[0]
 
 
-def tile_coverage(size: tuple[int, int]) -> list[list]:
-    """Per masked exit and conv resolution (1/4 .. 1/32): computed share, shares covered by active tiles."""
+def person_masks(size: tuple[int, int], frames: int = 4) -> list[torch.Tensor]:
+    """Compute masks after exits 1..3 (B=`frames`, 1/4 resolution, bool) of the shipped person model on frames of
+    the shipped clip (held out from its training): real confidence masks, where the synthetic ones are calibrated."""
+    model = create_model("adpc_hrnet_w18s_person_seg", pretrained=True, execution="emulate").eval()
+    with torch.inference_mode():
+        results = list(model.anytime(clip_batch(size, frames, model)))
+    return [r.compute_mask > 0.5 for r in results[1:]]
+
+
+def tile_coverage(size: tuple[int, int], masks: str) -> list[list]:
+    """Per masked exit and conv resolution (1/4 .. 1/32): computed share, shares covered by active tiles (means
+    over the images). `masks`: "synthetic" (calibrated to Table 1) or "person" (the shipped model's own)."""
     rows = []
-    for k, compute in enumerate(synthetic_masks(size)):
-        base = mask_from_bool(compute[:1], (size[0] // 4, size[1] // 4), torch.float32)
+    computes = [m[:1] for m in synthetic_masks(size)] if masks == "synthetic" else person_masks(size)
+    for k, compute in enumerate(computes):
+        base = mask_from_bool(compute, (-(-size[0] // 32) * 8, -(-size[1] // 32) * 8), torch.float32)
         mask = ComputeMask(base, TritonExecution())
         for factor in (4, 8, 16, 32):
-            h, w = size[0] // factor, size[1] // factor
+            h, w = -(-size[0] // factor), -(-size[1] // factor)
             shares = []
             for edge in TILE_EDGES:
                 table = tiles.tile_table(mask, h, w, edge)
-                covered = table.active.reshape(table.tiles_y, table.tiles_x).repeat_interleave(edge, 0) \
-                    .repeat_interleave(edge, 1)[:h, :w]
+                covered = table.active.reshape(-1, table.tiles_y, table.tiles_x).repeat_interleave(edge, 1) \
+                    .repeat_interleave(edge, 2)[:, :h, :w]
                 shares.append(float(covered.float().mean()))
-            rows.append([f"{size[0]}x{size[1]}", k + 2, f"1/{factor}", float(mask.fraction(h, w).mean()), *shares])
+            rows.append([f"{size[0]}x{size[1]}", masks, k + 2, f"1/{factor}", float(mask.fraction(h, w).mean()),
+                         *shares])
     return rows
 
 
@@ -226,11 +240,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp16")
     parser.add_argument("--quick", action="store_true", help="W18s at 512x1024, 3 repeats")
     parser.add_argument("--tiles", action="store_true", help="tile coverage of the masks (CPU, no timing)")
+    parser.add_argument("--masks", choices=["synthetic", "person"], default="synthetic",
+                        help="--tiles of the synthetic masks or of the shipped person model's on its clip")
     args = parser.parse_args(argv)
     if args.tiles:
-        rows = [row for size in args.sizes for row in tile_coverage(tuple(int(v) for v in size.split("x")))]
+        sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes]
+        rows = [row for size in sizes for row in tile_coverage(size, args.masks)]
         coverage = [f"{e}x{e} tiles" for e in TILE_EDGES]
-        print(table(["size", "exit", "resolution", "computed", *coverage], rows))
+        print(table(["size", "masks", "exit", "resolution", "computed", *coverage], rows))
         return 0
     if not torch.cuda.is_available():
         print("benchmarks/gpu.py: no CUDA device (torch.cuda.is_available() is False); nothing measured")
