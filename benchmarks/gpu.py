@@ -9,7 +9,7 @@ Modes (same weights, channels_last, fp16, `torch.inference_mode`):
 - dense: `adaptive=False`, BN folded into every conv (the fair dense baseline, as in `sparse_speedup.py`);
 - emulated: `execution="emulate"`, the authors' dense conv + mask + RBF fill;
 - sparse: `execution="sparse"`, which on CUDA with Triton is the tile backend (`models/gpu/`), once per tile edge
-  (`--tile-edges 4 8`: 8x8 is the default; the low-resolution maps favour smaller tiles, see `--tiles`).
+  (`--tile-edges 4 8`: 4x4 is the default, four to a conv program; see `--tiles` for what each edge covers).
 Masks are the synthetic ones of `sparse_speedup.py` (calibrated to Table 1's ADP-C GFLOPs per exit), scripted so
 every mode computes the same pixels. Per exit: cumulative ms from the input to that exit (CUDA events recorded on
 the stream at each exit, one synchronisation per forward; the fastest of the repeats), FLOPs ratio = dense GFLOPs /
@@ -62,6 +62,10 @@ HEADERS = ["model", "size", "tile", "exit", "dense ms", "emulated ms", "sparse m
 
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+CHECK_HEADERS = ["model", "size", "mode", "host syncs in a forward", "forward ms", "forward ms, synced per step",
+                 "exit download packed ms", "exit download per tensor ms"]
 
 
 def prepare(name: str, masks: list[torch.Tensor], device: torch.device, edges: list[int], dtype: torch.dtype) -> dict:
@@ -177,6 +181,7 @@ def run(name: str, size: tuple[int, int], repeats: int, device: torch.device, ed
     exit1 = min(best[mode][0] for mode in modes[2:])
     print(f"{name} {size[0]}x{size[1]}: exit 1 after {exit1:.2f} ms (sparse) = {100 * exit1 / dense_total:.1f}% "
           f"of the dense forward ({dense_total:.2f} ms)", flush=True)
+    print(table(HEADERS, rows), flush=True)
     packed, separate = exit_download_ms(outputs["emulated"][3][-1], repeats)
     for mode in modes[1:]:
         synced = min(timed_forward(models[mode], images, True, sync_steps=True)[0][-1] for _ in range(repeats))
@@ -236,7 +241,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in SIZES])
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--tile-edges", nargs="+", type=int, default=[8], help="one sparse run per tile edge")
+    parser.add_argument("--tile-edges", nargs="+", type=int, default=[4], help="one sparse run per tile edge")
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp16")
     parser.add_argument("--quick", action="store_true", help="W18s at 512x1024, 3 repeats")
     parser.add_argument("--tiles", action="store_true", help="tile coverage of the masks (CPU, no timing)")
@@ -264,11 +269,12 @@ def main(argv=None) -> int:
     for name in args.models:
         for size in args.sizes:
             h, w = (int(v) for v in size.split("x"))
+            done = len(checks)
             rows += run(name, (h, w), args.repeats, device, args.tile_edges, DTYPES[args.dtype], checks)
+            print(table(CHECK_HEADERS, checks[done:]), flush=True)  # so far, in case a later size runs out of time
     print(table(HEADERS, rows))
     print()
-    print(table(["model", "size", "mode", "host syncs in a forward", "forward ms", "forward ms, synced per step",
-                 "exit download packed ms", "exit download per tensor ms"], checks))
+    print(table(CHECK_HEADERS, checks))
     return 0
 
 

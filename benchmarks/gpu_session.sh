@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One run on a lent GPU machine that has PyTorch and Triton (the device tool's H200 image has both; nothing is
 # installed): tools/gpu_checks.py first (compiled kernels against the emulation, no host syncs, the node's device
-# paths), then benchmarks/gpu.py's fp16 table for the README, then W18s in bf16. Each part has its own time limit
-# (together under 9.5 minutes, the device tool's 10-minute limit per command), so one slow part cannot take the
-# others' results with it. Output: the terminal and $OUT (or benchmarks/results/) as gpu_<part>.txt.
+# paths), then benchmarks/gpu.py's fp16 tables for the README (W18s, then W48; 4x4 and 8x8 tiles), then W18s in
+# bf16. Each part has its own time limit (together 9 minutes, under the device tool's 10 per command) and prints
+# each model and size as it finishes, so one slow part (Triton compiling its kernels, say) cannot take the others'
+# results with it. Output: the terminal and $OUT (or benchmarks/results/) as gpu_<part>.txt.
 #
 #     bash benchmarks/gpu_session.sh
 set -u
@@ -24,5 +25,6 @@ run() {  # run PART SECONDS SCRIPT ARGS...: one part under its own limit
     echo "== $part: exit ${PIPESTATUS[0]}" | tee -a "$out/gpu_$part.txt"
 }
 run checks 150 tools/gpu_checks.py
-run fp16 300 benchmarks/gpu.py --repeats 5
-run bf16 100 benchmarks/gpu.py --models adpc_hrnet_w18s_seg --sizes 1024x2048 --dtype bf16 --repeats 5
+run fp16_w18s 130 benchmarks/gpu.py --models adpc_hrnet_w18s_seg --repeats 5 --tile-edges 4 8
+run fp16_w48 200 benchmarks/gpu.py --models adpc_hrnet_w48_seg --repeats 5 --tile-edges 4 8
+run bf16 70 benchmarks/gpu.py --models adpc_hrnet_w18s_seg --sizes 1024x2048 --dtype bf16 --repeats 5

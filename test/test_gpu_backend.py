@@ -112,7 +112,7 @@ def test_tile_table_matches_brute_force():
     base = (torch.rand(2, 1, 19, 27, generator=gen) < 0.02).float()
     base[1] = 0
     base[1, 0, 18, 26] = 1  # the partial corner tile of image 1
-    table = tiles.tile_table(ComputeMask(base, TritonExecution()), 19, 27)
+    table = tiles.tile_table(ComputeMask(base, TritonExecution()), 19, 27, 8)
     assert (table.tiles_y, table.tiles_x, table.total) == (3, 4, 24)
     expected = torch.zeros(2, 3, 4, dtype=torch.bool)
     for b, _, y, x in torch.nonzero(base).tolist():
@@ -143,11 +143,22 @@ def test_unit_equals_emulation(kernel, stride, residual, relu, bias, lam):
     assert rel_err(got, ref) < TOLERANCE[torch.float32]
 
 
-def test_4x4_tiles():  # the smallest tile the kernels take (16 rows per tl.dot); the fill reaches one tile over
-    got, ref, _ = run_unit(3, 1, tile=4, size=(10, 11), share=0.1)
+@pytest.mark.parametrize("tile", [8, 16])  # one tile per program (64 and 256 GEMM rows); 4x4 is the default
+def test_larger_tiles(tile):
+    got, ref, _ = run_unit(3, 1, tile=tile, size=(19, 37), share=0.1)
     assert rel_err(got, ref) < TOLERANCE[torch.float32]
-    with pytest.raises(ValueError, match="power of two >= 4"):
+    with pytest.raises(ValueError, match="power of two >= 4"):  # 4: the fill must not reach past the next tile
         TritonExecution(tile=6)
+
+
+def test_4x4_tiles_four_to_a_program_across_images_and_a_partial_last_group():
+    assert [kernels.tiles_per_program(t) for t in (4, 8, 16)] == [4, 1, 1]
+    base = torch.zeros(2, 1, 10, 11)
+    for b, ty, tx in [(0, 0, 0), (0, 1, 2), (0, 2, 1), (1, 0, 1), (1, 2, 2)]:  # 5 of 18 tiles: groups of 4 and 1
+        base[b, 0, ty * 4 + 1, tx * 4 + 2] = 1.0
+    got, ref, execution = run_unit(3, 1, tile=4, size=(10, 11), base=base)
+    assert execution.stats == {"triton": 1}
+    assert rel_err(got, ref) < TOLERANCE[torch.float32]
 
 
 @pytest.mark.parametrize("share", [0.0, 1.0])

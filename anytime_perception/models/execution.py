@@ -3,7 +3,7 @@
 - "emulate": the authors' semantics, a dense conv then mask and RBF fill (no savings; any device);
 - "sparse": only the computed pixels (`sparse/`), on the C++ extension where it is built (CPU), else on plain
   PyTorch ops (any device; on CPU slower than the dense model);
-- "triton": the sparse backend on GPUs (`gpu/`): Triton kernels over active 8x8 output tiles, what "sparse" runs
+- "triton": the sparse backend on GPUs (`gpu/`): Triton kernels over active 4x4 output tiles, what "sparse" runs
   on CUDA when Triton imports (`pip install .[gpu]`); on CPU tensors only under Triton's interpreter (tests),
   otherwise the CPU sparse backend;
 - "auto": the fastest measured for the device: sparse when the C++ extension loads and the device is the CPU

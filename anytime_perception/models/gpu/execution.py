@@ -5,7 +5,7 @@ describe their forward as `ConvUnit`s, the execution runs whole units), the same
 by BN, `bact`/`ubias`/`shift`, the RBF weights and how many offsets matter) and the same rules for what it does not
 run (training with autograd and unsupported convs: the emulation; BN with batch statistics: the modules). Per unit:
 
-1. `tiles.tile_table`: active output tiles (8x8 by default) of the mask at the conv's output resolution (once per
+1. `tiles.tile_table`: active output tiles (4x4 by default) of the mask at the conv's output resolution (once per
    exit and resolution, on the device, no host sync);
 2. `kernels.conv_tiles`: implicit-GEMM conv over the active tiles only (gather fused, fp32 accumulation);
 3. `kernels.finish`: every output pixel: computed ones get bias, skipped ones the RBF fill and BN's affine map

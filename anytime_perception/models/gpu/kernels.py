@@ -2,7 +2,9 @@
 
 `conv_tiles`: implicit-GEMM convolution (1x1 or KxK, stride 1 or 2, zero padding) of the active tiles only, the
 im2col gather fused into the loads (no im2col buffer), BN folded into the weights, fp32 accumulation, any float input
-dtype. It writes the raw folded conv output (no bias) of all pixels of active tiles to an fp32 buffer.
+dtype. It writes the raw folded conv output (no bias) of all pixels of active tiles to an fp32 buffer. A program
+takes GEMM_ROWS pixels: one 8x8 tile, or four active 4x4 tiles wherever they lie (the gather addresses every row
+on its own anyway), so small tiles cost no smaller matrix products.
 
 `finish`: every output pixel, one program per tile, with the unit's epilogue:
 - computed pixel: conv + (s*b + t), the BN-folded bias;
@@ -29,6 +31,8 @@ INTERPRETED = bool(triton.knobs.runtime.interpret)
 # Channel blocks per program. Compiled: register-sized. Interpreted: every op of a program costs Python time whatever
 # its size, so one program covers all channels of a tile (HRNet's masked convs have at most 720).
 MAX_BLOCK_N, MAX_BLOCK_K = (1024, 1024) if INTERPRETED else (64, 32)
+# Rows (output pixels) of one conv program's GEMM: one 8x8 tile, or four 4x4 ones.
+GEMM_ROWS = 64
 
 
 @triton.jit
@@ -44,21 +48,40 @@ def _tile_pixels(tile, tiles_x, tiles_per_image, out_h, out_w, TILE: tl.constexp
 
 
 @triton.jit
+def _active_pixels(order_ptr, count, first, tiles_x, tiles_per_image, out_h, out_w, TILE: tl.constexpr,
+                   GROUP: tl.constexpr):
+    """The pixels of active tiles first .. first+GROUP-1 of `order` (GROUP*TILE*TILE rows, tile by tile): image index,
+    pixel rows and columns, and which of them lie inside the map and belong to an active tile."""
+    p = tl.arange(0, GROUP * TILE * TILE)
+    slot = first + p // (TILE * TILE)
+    active = slot < count
+    tile = tl.load(order_ptr + slot, mask=active, other=0)
+    b = tile // tiles_per_image
+    rest = tile % tiles_per_image
+    q = p % (TILE * TILE)
+    oy = (rest // tiles_x) * TILE + q // TILE
+    ox = (rest % tiles_x) * TILE + q % TILE
+    return b, oy, ox, active & (oy < out_h) & (ox < out_w)
+
+
+@triton.jit
 def _conv_tiles_kernel(x_ptr, w_ptr, y_ptr, order_ptr, count_ptr,
                        c_in, in_h, in_w, c_out, out_h, out_w, tiles_x, tiles_per_image,
                        sxn, sxc, sxh, sxw,
                        KSIZE: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, TILE: tl.constexpr,
-                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    slot = tl.program_id(0)
-    if slot < tl.load(count_ptr):
-        b, oy, ox, inside = _tile_pixels(tl.load(order_ptr + slot), tiles_x, tiles_per_image, out_h, out_w, TILE)
+                       GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    first = tl.program_id(0) * GROUP
+    count = tl.load(count_ptr)
+    if first < count:
+        b, oy, ox, inside = _active_pixels(order_ptr, count, first, tiles_x, tiles_per_image, out_h, out_w, TILE,
+                                           GROUP)
         n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = n < c_out
         iy0 = oy * STRIDE - PAD
         ix0 = ox * STRIDE - PAD
         corner = x_ptr + b.to(tl.int64) * sxn + iy0.to(tl.int64) * sxh + ix0.to(tl.int64) * sxw  # tap (0, 0)
         k = tl.arange(0, BLOCK_K)
-        acc = tl.zeros((TILE * TILE, BLOCK_N), dtype=tl.float32)
+        acc = tl.zeros((GROUP * TILE * TILE, BLOCK_N), dtype=tl.float32)
         for ky in tl.static_range(KSIZE):
             iy = iy0 + ky
             row_ok = inside & (iy >= 0) & (iy < in_h)
@@ -126,6 +149,12 @@ def _block(n: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(n)))
 
 
+def tiles_per_program(tile: int) -> int:
+    """Active tiles one conv program computes: GEMM_ROWS rows whatever the tile edge, so that small tiles (less
+    wasted work around scattered pixels) keep the matrix-unit shape of large ones."""
+    return max(1, GEMM_ROWS // (tile * tile))
+
+
 def conv_tiles(x: Tensor, weight_rows: Tensor, table, kernel: int, stride: int, padding: int) -> Tensor:
     """Raw folded conv output (B*H*W, C_out) fp32 at every pixel of the active tiles of `table` (others unset).
 
@@ -135,13 +164,14 @@ def conv_tiles(x: Tensor, weight_rows: Tensor, table, kernel: int, stride: int, 
     c_out = weight_rows.shape[1]
     y = torch.empty((b * table.height * table.width, c_out), dtype=torch.float32, device=x.device)
     block_n = _block(c_out, 16, MAX_BLOCK_N)
-    grid = (table.total, triton.cdiv(c_out, block_n))
+    group = tiles_per_program(table.tile)
+    grid = (triton.cdiv(table.total, group), triton.cdiv(c_out, block_n))
     # fp32 inputs accumulate in IEEE fp32 (TF32 would miss the 1e-4 tolerance); fp16/bf16 use the tensor cores
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
     _conv_tiles_kernel[grid](x, weight_rows, y, table.order, table.count,
                              c_in, in_h, in_w, c_out, table.height, table.width, table.tiles_x,
                              table.tiles_per_image, *x.stride(),
-                             KSIZE=kernel, STRIDE=stride, PAD=padding, TILE=table.tile,
+                             KSIZE=kernel, STRIDE=stride, PAD=padding, TILE=table.tile, GROUP=group,
                              BLOCK_N=block_n, BLOCK_K=_block(c_in, 16, MAX_BLOCK_K), PRECISION=precision)
     return y
 

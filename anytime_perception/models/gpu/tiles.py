@@ -20,9 +20,11 @@ from torch import Tensor
 from ..masked_conv import RBF_SIZE
 from ..sparse.tables import OFFSETS
 
-# 8x8 = 64 output pixels: the M dimension of one program's GEMM. Large enough for tensor-core tiles, small enough
-# that a tile around an isolated uncertain region wastes little (SegBlocks/DynConv use 8-16).
-TILE = 8
+# 4x4 output pixels: the unit of work. Computed pixels come in scattered clumps, and the share of a map that active
+# tiles cover grows fast with the tile (the shipped person model's masks at 576x768, exit 4, 44 % computed: 4x4 tiles
+# cover 58-85 % of the maps at 1/4..1/32, 8x8 ones 69-93 %; `benchmarks/gpu.py --tiles --masks person`). The conv
+# kernel takes four active 4x4 tiles per program, so its GEMM keeps 64 rows, as with one 8x8 tile.
+TILE = 4
 REACH = RBF_SIZE // 2
 if TILE < REACH:
     raise AssertionError("the fill must not reach past the neighbouring tile")
