@@ -40,7 +40,7 @@ class LoadedModel:
     weights: str                  # what the weights are, in words (logged, in /diagnostics and label_info)
     untrained: bool               # True unless a checkpoint file was loaded
     seconds: float                # time it took to build
-    execution: str = "emulate"    # the execution that runs ("sparse" or "emulate"), whatever was asked
+    execution: str = "emulate"    # the execution that runs ("emulate", "sparse" or "triton"), whatever was asked
     execution_reason: str = ""    # why, in words (logged and in /diagnostics)
     execution_warning: str = ""   # set when what runs is known to be slow (logged as a warning)
 
