@@ -18,11 +18,9 @@ ratio. Also: exit-1 latency as a share of the dense forward, and the largest rel
 emulated logits per exit (the backend's correctness on this GPU). Without a CUDA device (or Triton) it says so and
 exits with status 0.
 
-Checks per model and size, printed after the table:
+Per model and size, after the table (that a forward makes no host synchronisation is `tools/gpu_checks.py`'s):
 - synced per step: the whole adaptive forward with the host waiting for the GPU after every step, as the runtime's
   scheduler does (it measures step times and preempts between steps), against the forward queued without waits;
-- host syncs: one more forward of each adaptive mode under `torch.cuda.set_sync_debug_mode("error")`: "none", or the
-  first operation that made the host wait for the GPU (the staged forward is meant to queue every step without one);
 - exit download: one exit's outputs as the node takes them (class ids, confidence, computed mask, computed fraction
   and GFLOPs of image 0), ms for one packed copy into pinned memory (`data/transfer.to_host`, what the node does)
   vs one blocking copy per tensor, from a synchronised stream, the fastest of the repeats. That copy is what the
@@ -46,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anytime_perception import create_model  # noqa: E402
 from anytime_perception.data.preprocess import clip_batch  # noqa: E402
-from anytime_perception.data.transfer import to_host  # noqa: E402
+from anytime_perception.data.transfer import segmentation_tensors, to_host  # noqa: E402
 from anytime_perception.models.gpu import TritonExecution, kernels_run_on, tiles, triton_error  # noqa: E402
 from anytime_perception.models.masks import ComputeMask, mask_from_bool  # noqa: E402
 from anytime_perception.models.sparse.benchmark_masks import (ScriptedCriterion, calibrate_to_gflops,  # noqa: E402
@@ -64,8 +62,8 @@ HEADERS = ["model", "size", "tile", "exit", "dense ms", "emulated ms", "sparse m
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-CHECK_HEADERS = ["model", "size", "mode", "host syncs in a forward", "forward ms", "forward ms, synced per step",
-                 "exit download packed ms", "exit download per tensor ms"]
+CHECK_HEADERS = ["model", "size", "mode", "forward ms", "forward ms, synced per step", "exit download packed ms",
+                 "exit download per tensor ms"]
 
 
 def prepare(name: str, masks: list[torch.Tensor], device: torch.device, edges: list[int], dtype: torch.dtype) -> dict:
@@ -89,32 +87,12 @@ def prepare(name: str, masks: list[torch.Tensor], device: torch.device, edges: l
     return models
 
 
-def host_syncs(model, images: torch.Tensor) -> str:
-    """One adaptive forward with CUDA's sync debug mode at "error": "none", or the first op that synchronised."""
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        with torch.inference_mode():
-            state = model.begin(images, True)
-            while not state.finished:
-                model.advance(state)
-        return "none"
-    except RuntimeError as error:
-        return str(error).strip().splitlines()[0][:120]
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-        torch.cuda.synchronize()
-
-
 def exit_download_ms(result, repeats: int) -> tuple[float, float]:
     """(packed, one copy per tensor) ms to bring one exit's outputs of image 0 to the host, fastest of `repeats`."""
-    labels = result.labels if result.labels is not None else result.logits.argmax(dim=1)
-    outputs = {"labels": labels[0].to(torch.uint8), "confidence": result.confidence[0].float(),
-               "computed": (result.compute_mask[0] > 0.5).to(torch.uint8) * 255,
-               "cost": torch.stack([result.computed_fraction[0], result.gflops[0]]).double()}
+    outputs = segmentation_tensors(result, 0)
 
     def separate():
-        arrays = [t.cpu().numpy() for t in list(outputs.values())[:3]]
+        arrays = [t.cpu().numpy() for name, t in outputs.items() if name != "cost"]
         return arrays, float(result.computed_fraction[0]), float(result.gflops[0])
 
     times = {"packed": [], "separate": []}
@@ -185,8 +163,8 @@ def run(name: str, size: tuple[int, int], repeats: int, device: torch.device, ed
     packed, separate = exit_download_ms(outputs["emulated"][3][-1], repeats)
     for mode in modes[1:]:
         synced = min(timed_forward(models[mode], images, True, sync_steps=True)[0][-1] for _ in range(repeats))
-        checks.append([name.replace("adpc_hrnet_", ""), f"{size[0]}x{size[1]}", mode, host_syncs(models[mode], images),
-                       best[mode][-1], synced, packed, separate])
+        checks.append([name.replace("adpc_hrnet_", ""), f"{size[0]}x{size[1]}", mode, best[mode][-1], synced, packed,
+                       separate])
     return rows
 
 

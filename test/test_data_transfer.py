@@ -47,3 +47,22 @@ def test_clear_errors():
         to_host({"a": torch.zeros(2), "b": torch.zeros(2, device="meta")})
     with pytest.raises(TypeError, match="bfloat16"):
         to_host({"a": torch.zeros(2, dtype=torch.bfloat16)}, packed=True)
+
+
+def test_exit_tensors_of_a_model_run():
+    from anytime_perception import create_model
+    from anytime_perception.data.transfer import exit_tensors, segmentation_tensors
+
+    from anytime_perception.models.untrained import randomise_weights
+
+    model = create_model("adpc_hrnet_w18s_seg", criterion="top_ratio", top_ratio=0.5).eval()
+    randomise_weights(model, 0)  # the initialisation's logits are ~1e-18, ties everywhere
+    with torch.inference_mode():
+        first, second = list(model.anytime(torch.randn(2, 3, 32, 64)))[:2]
+    assert set(exit_tensors(first, 1)) == {"cost"}  # exit 1 computes everything: no mask to send
+    tensors = segmentation_tensors(second, 1)
+    assert {k: t.dtype for k, t in tensors.items()} == {"cost": torch.float64, "computed": torch.uint8,
+                                                         "confidence": torch.float32, "labels": torch.uint8}
+    assert tensors["cost"].tolist() == [float(second.computed_fraction[1]), float(second.gflops[1])]
+    assert torch.equal(tensors["computed"] == 255, second.compute_mask[1] > 0.5)
+    assert torch.equal(tensors["labels"], second.logits[1].argmax(dim=0).to(torch.uint8))

@@ -53,6 +53,28 @@ def to_host(tensors: Mapping[str, Tensor], packed: bool | None = None) -> dict[s
     return arrays
 
 
+def exit_tensors(exit_result, batch_index: int) -> dict[str, Tensor]:
+    """What every exit of one image publishes besides its task's outputs, on the exit's device: "cost" (computed
+    fraction, GFLOPs; float64) and, when the exit skipped pixels, "computed" (uint8, 255 = computed at this exit)."""
+    tensors = {"cost": torch.stack([exit_result.computed_fraction[batch_index],
+                                    exit_result.gflops[batch_index]]).double()}
+    if exit_result.compute_mask is not None:
+        tensors["computed"] = (exit_result.compute_mask[batch_index] > 0.5).to(torch.uint8) * 255
+    return tensors
+
+
+def segmentation_tensors(exit_result, batch_index: int) -> dict[str, Tensor]:
+    """`exit_tensors` plus "confidence" (float32) and "labels" (uint8 class ids) when the criterion took them or the
+    logits are off the CPU; on the CPU numpy's argmax of the logits is faster (`ros.outputs.class_ids`)."""
+    tensors = exit_tensors(exit_result, batch_index)
+    tensors["confidence"] = exit_result.confidence[batch_index].float()
+    if getattr(exit_result, "labels", None) is not None:
+        tensors["labels"] = exit_result.labels[batch_index].to(torch.uint8)
+    elif exit_result.logits.device.type != "cpu":
+        tensors["labels"] = exit_result.logits[batch_index].argmax(dim=0).to(torch.uint8)
+    return tensors
+
+
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     if dtype == torch.bfloat16:
         raise TypeError("numpy has no bfloat16: convert the tensor to float32 before the download")

@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
-import torch
 from builtin_interfaces.msg import Duration as DurationMsg
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo
@@ -23,7 +22,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..data.labels import MPII_JOINTS, MPII_SKELETON, class_names, palette
-from ..data.transfer import to_host
+from ..data.transfer import exit_tensors, segmentation_tensors, to_host
 from ..msg import AnytimePose, AnytimeSegmentation, ClassLabel, Keypoint, LabelInfo
 from ..tasks.metrics import ExitCost
 from .image_codec import array_to_image, confidence_to_image, labels_to_image, pinhole_camera_info, rgb_to_image
@@ -184,14 +183,8 @@ def class_ids(logits) -> np.ndarray:
 def segmentation_arrays(exit_result, batch_index: int = 0) -> SegmentationArrays:
     """The exit's arrays on the host. Off the CPU the class ids are taken there and everything comes over in one
     copy (`to_host`)."""
-    logits = exit_result.logits[batch_index]
-    outputs = {"confidence": exit_result.confidence[batch_index].float()}
-    if getattr(exit_result, "labels", None) is not None:  # the model's criterion took the argmax
-        outputs["labels"] = exit_result.labels[batch_index].to(torch.uint8)
-    elif logits.device.type != "cpu":
-        outputs["labels"] = logits.argmax(dim=0).to(torch.uint8)
-    host = _exit_to_host(exit_result, batch_index, outputs)
-    labels = host["labels"] if "labels" in host else class_ids(logits)
+    host = _exit_to_host(exit_result, segmentation_tensors(exit_result, batch_index))
+    labels = host["labels"] if "labels" in host else class_ids(exit_result.logits[batch_index])
     return SegmentationArrays(labels, host["confidence"], host["computed"], host["cost"])
 
 
@@ -258,7 +251,8 @@ def pose_arrays(exit_result, frame_w: int, frame_h: int, batch_index: int = 0) -
 
     heatmaps = exit_result.logits[batch_index : batch_index + 1].float()
     coords, scores = decode_heatmaps(heatmaps, (frame_h, frame_w))
-    host = _exit_to_host(exit_result, batch_index, {"coords": coords[0], "scores": scores[0]})
+    host = _exit_to_host(exit_result, {**exit_tensors(exit_result, batch_index), "coords": coords[0],
+                                       "scores": scores[0]})
     return PoseArrays(host["coords"], host["scores"], host["computed"], host["cost"])
 
 
@@ -274,14 +268,11 @@ def pose_message(result, frame: FrameInfo, arrays: PoseArrays, labels: LabelMap,
     return msg
 
 
-def _exit_to_host(exit_result, batch_index: int, outputs: dict) -> dict:
-    """`outputs` (tensors on the exit's device), the computed mask as uint8 (255 = computed at this exit) and the
-    image's cost (an `ExitCost`) on the host, in one copy."""
-    cost = torch.stack([exit_result.computed_fraction[batch_index], exit_result.gflops[batch_index]]).double()
-    if exit_result.compute_mask is not None:
-        outputs["computed"] = (exit_result.compute_mask[batch_index] > 0.5).to(torch.uint8) * 255
-    host = to_host({**outputs, "cost": cost})
-    if exit_result.compute_mask is None:                      # exit 1 computes everything
+def _exit_to_host(exit_result, tensors: dict) -> dict:
+    """`tensors` (one image's, on the exit's device, with `exit_tensors`' entries) on the host in one copy, the
+    computed mask filled in where the exit computed everything and the cost as an `ExitCost`."""
+    host = to_host(tensors)
+    if "computed" not in host:                                # exit 1 computes everything
         host["computed"] = np.full(tuple(exit_result.logits.shape[-2:]), 255, np.uint8)
     host["cost"] = ExitCost(gflops=float(host["cost"][1]), computed_fraction=float(host["cost"][0]))
     return host
